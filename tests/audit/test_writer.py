@@ -389,12 +389,12 @@ def test_a_trail_that_cannot_open_a_chain_refuses_events_and_writes_again_once_i
             with pytest.raises(AuditUnwritable):
                 await asyncio.wait_for(log.append("agent_step", step(n)), 10)
         with pytest.raises(AuditUnwritable):
-            log.check_writable()
+            await asyncio.wait_for(log.writable(), 20)
         os.remove(trail)
         os.rename(tmp_path / "away", trail)
         # Back: the next event waits for the chain the writer opens for it, and is written there.
+        await asyncio.wait_for(log.writable(), 20)  # a change waits for the chain it opens, and goes on
         assert await asyncio.wait_for(log.append("agent_step", step(6)), 10) == 1
-        log.check_writable()
         assert log.chain != first_chain
         await log.close()
         return log

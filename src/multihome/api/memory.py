@@ -158,10 +158,10 @@ class MemoryDoor:
             log.error("memory %s of tenant %s: done but not in the audit trail (%s)", op, who, exc)
             raise audit_api_error(MADE_UNAUDITED) from None
 
-    def _auditable(self) -> None:
+    async def _auditable(self) -> None:
         """A bulk delete is refused before it is made while its audit event could not be written."""
         if self._audit is not None:
-            self._audit.check_writable()
+            await self._audit.writable()
 
     def _store(self) -> MemoryStore:
         if self._memory is None:
@@ -324,7 +324,7 @@ class MemoryDoor:
         memory, who = self._store(), await self._tenant(call)
         self._admin(call, "Deleting a memory namespace")
         agent_id, user_id = self._namespace_args(call)
-        self._auditable()
+        await self._auditable()
         gone = await self._do(memory.delete_namespace(who, agent_id, user_id))
         if gone is None:
             raise ApiError(
@@ -341,7 +341,7 @@ class MemoryDoor:
         if len(parts) != 3 or not parts[2]:
             raise ApiError(404, "Name the user: DELETE /v1/memory/users/{user_id}.", code="not_found")
         user_id = check_id(parts[2], "user_id")
-        self._auditable()
+        await self._auditable()
         namespaces, records = await self._do(memory.forget_user(who, user_id))
         await self._record(call, "forget_user", who, None, user_id, namespaces, records)
         await answer(

@@ -89,6 +89,9 @@ def new_chain_id() -> str:
     return f"chn_{stamp}_{host}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
+_REOPEN_WAIT_S = 10.0  # how long `writable` waits for the writer thread's try at a new chain
+
+
 class AuditClosed(RuntimeError):
     pass
 
@@ -473,11 +476,19 @@ class AuditLog:
         error = self._open_error
         return AuditUnwritable(error.errno, f"no audit chain could be opened ({error.strerror or error})")
 
-    def check_writable(self) -> None:
-        """Raise AuditUnwritable while no chain file could be opened (and have the writer try again), so a
-        change is refused before it is made rather than made and then left out of the trail."""
-        if self._wfd < 0 and not self._closed:
+    async def writable(self) -> None:
+        """Raise AuditUnwritable while no chain file can be opened, so a change is refused before it is made
+        rather than made and then left out of the trail. With none open, the writer thread tries once more
+        first (the disk may have room again): this waits for that try, a chain file's creation."""
+        if self._wfd >= 0 or self._closed:
+            return
+        assert self._switched is not None  # set by start()
+        if not self._broken:
+            self._switched.clear()
             self._reopen()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._switched.wait(), _REOPEN_WAIT_S)
+        if self._wfd < 0:
             raise self._unopened()
 
     def _hand_over(self, written: _Written) -> None:

@@ -111,7 +111,7 @@ class AdminApi:
         if route.needs is not None and route.needs.present(s) is None:
             raise ApiError(501, route.needs.message, code="storage_not_configured")
         if route.event is not None and s.audit_log is not None:
-            s.audit_log.check_writable()  # a trail that cannot take the change's event: refused, nothing changed
+            await s.audit_log.writable()  # a trail that cannot take the change's event: refused, nothing changed
         try:
             out = await route.handler(s, AdminCall(principal, params, body, query))
         except NotFound as exc:
