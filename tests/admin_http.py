@@ -63,29 +63,47 @@ async def walk(
 
 
 async def pages_through(
-    client: httpx.AsyncClient, path: str, made: list[str], foreign: str, field: str = "id", **query: str
+    client: httpx.AsyncClient,
+    path: str,
+    made: list[str],
+    foreign: str,
+    field: str = "id",
+    *,
+    by_name: bool = False,
+    **query: str,
 ) -> None:
     """A paged list holding `made` (its rows' `field`, in its order): read 10 at a time, each once, in as many
     pages as that takes; the default page (up to 1,000) all of it, as a list under the page size answered before
-    paging; and `refuses_bad_pages` (`foreign`: another tenant's row)."""
+    paging; and `refuses_bad_pages` (`foreign`: another tenant's row, made after `made`)."""
     assert await walk(client, path, 10, field, **query) == (made, -(-len(made) // 10))
     whole = await ok(await client.get(path, params=query))
     assert [row[field] for row in whole["data"]] == made
     assert (whole["object"], whole["has_more"]) == ("list", False)
-    await refuses_bad_pages(client, path, foreign, **query)
+    await refuses_bad_pages(client, path, foreign, by_name=by_name, **query)
 
 
-async def refuses_bad_pages(admin: httpx.AsyncClient, path: str, foreign: str, **query: str) -> None:
+async def refuses_bad_pages(
+    admin: httpx.AsyncClient, path: str, foreign: str, *, by_name: bool = False, **query: str
+) -> None:
     """A paged list's 400s (OpenAI's error format, never a 500): a limit out of 1-1000 or not a number, an
-    `after` that is no row of this list (`foreign`: another tenant's row, answered as one that does not exist,
-    nothing of it shown), a NUL-led 10,000-character one answered in a short message. `query`: the list's other
-    parameters."""
+    `after` that is no row of this list nor an id that carries its place, a NUL-led 10,000-character one answered
+    in a short message. `foreign`, another tenant's row made after this list's: a place in this list's order
+    (its id carries its time, or is its name), past every row, nothing of the other tenant shown; or, in a list
+    whose order no id carries (memory namespaces), answered as an id that does not exist. `by_name`: a list keyed
+    by name (MCP servers), where any name is a place. `query`: the list's other parameters."""
     for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"limit": "9" * 30}):
         assert error(await admin.get(path, params={**query, **bad}), 400)["param"] == "limit"
-    refused = error(await admin.get(path, params={**query, "after": "nosuchrow"}), 400)
-    assert "after" in refused["message"]
-    theirs = error(await admin.get(path, params={**query, "after": foreign}), 400)
-    assert theirs["message"] == refused["message"].replace("nosuchrow", foreign)
+    nosuchrow = await admin.get(path, params={**query, "after": "zz-nosuchrow"})
+    if by_name:
+        assert (await ok(nosuchrow))["data"] == []  # past every name made ("server-NN")
+    else:
+        assert "after" in error(nosuchrow, 400)["message"]
+    theirs = await admin.get(path, params={**query, "after": foreign})
+    if theirs.status_code == 400:
+        refused = error(nosuchrow, 400)
+        assert error(theirs, 400)["message"] == refused["message"].replace("zz-nosuchrow", foreign)
+    else:
+        assert (await ok(theirs))["data"] == []
     hostile = error(await admin.get(path, params={**query, "after": "\u0000" + "x" * 10_000}), 400)
     assert len(hostile["message"]) < 300
 

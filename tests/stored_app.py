@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from admin_http import ok
-from builders import database, identity, simulated, single, typed
+from builders import database, deployment, group, identity, simulated, single, typed
 from mcp_server import McpTestServer
 from multihome.app import build_app
 from multihome.crypto import init_key_file
-from multihome.simulators import SimulatorConfig, start_simulator
+from multihome.simulators import Fault, SimulatorConfig, start_simulator
 
 STORES = ["sqlite", "postgresql"]  # the fixtures' params
+HUNG_ADMIN = ("MH_TEST_HUNG_ADMIN", "mh-bootstrap-admin-key-for-hung-world")  # `hung_world`'s admin key: env, key
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float) -> Any:
@@ -68,11 +69,18 @@ def sdk_client(key: str, transport: httpx.ASGITransport, timeout: float = 30) ->
 
 @asynccontextmanager
 async def stored_world(
-    url: str, admin_env: str, admin_key: str = "", headers: dict | None = None, **fields: Any
+    url: str,
+    admin_env: str,
+    admin_key: str = "",
+    headers: dict | None = None,
+    *,
+    groups: dict[str, str] | None = None,
+    **fields: Any,
 ) -> AsyncIterator[tuple]:
     """(a StoredWorld of the app, its simulated upstream, the client's transport for an SDK client), the
-    app started against that upstream with the admin key in `admin_env`; `fields`: more of `single`'s
-    (e.g. group_fields). Closed in reverse."""
+    app started against that upstream with the admin key in `admin_env`: the model group `g` over model `m`,
+    and each of `groups` (name: model) over its model there; `fields`: more of `single`'s (e.g.
+    group_fields). Closed in reverse."""
     sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
     cfg = single(
         simulated("openai", sim.url, region="us-east-1", data_zone="US"),
@@ -80,6 +88,9 @@ async def stored_world(
         identity=identity(admin_env),
         **fields,
     )
+    for name, model in (groups or {}).items():
+        cfg["deployments"][name] = deployment("p", model)
+        cfg["model_groups"][name] = group(name)
     try:
         async with served(cfg, headers) as (client, transport, app):
             yield StoredWorld(client, url, admin_key, app), sim, transport
@@ -101,6 +112,19 @@ async def agent_world(url: str, key_dir: Path, admin_env: str, admin_key: str, *
             yield world, sim, transport, server
     finally:
         server.stop()
+
+
+@asynccontextmanager
+async def hung_world(request, tmp_path: Path, *, agent: bool = False, **fields: Any) -> AsyncIterator[tuple]:
+    """`stored_world` (`agent_world` if `agent`) on the store of the fixture's param (`store_url`), with an
+    admin key of its own, whose upstream never answers model `m` (group `g`'s): the runs, streams and
+    followers of it stay open. `fields`: `stored_world`'s (groups, config sections)."""
+    request.getfixturevalue("monkeypatch").setenv(*HUNG_ADMIN)
+    url = store_url(request, tmp_path)
+    world = agent_world(url, tmp_path, *HUNG_ADMIN, **fields) if agent else stored_world(url, *HUNG_ADMIN, **fields)
+    async with world as parts:
+        parts[1].state.faults.add(Fault(hang=True, match="m"))
+        yield parts
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from multihome.accounting.record import Usage
 from multihome.config import ConfigError, load_config, parse_config
+from multihome.config.decimals import SPELLING
 from multihome.metering.prices import DeploymentPrice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -416,15 +417,18 @@ def test_the_defaults_the_operator_docs_promise():
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
-        ("'Infinity'", "not a finite number: 'Infinity'"),  # was accepted, then every call answered 500
-        (".inf", "not a finite number: 'inf'"),
-        ("'NaN'", "not a finite number: 'NaN'"),
+        ("'Infinity'", f"must be {SPELLING}, not 'Infinity'"),  # was accepted, then every call answered 500
+        (".inf", f"must be {SPELLING}, not 'inf'"),
+        ("'NaN'", f"must be {SPELLING}, not 'NaN'"),
+        ("'0_5'", f"must be {SPELLING}, not '0_5'"),  # Decimal() read it as 5
+        ("' 5'", f"must be {SPELLING}, not ' 5'"),
+        ("'+5'", f"must be {SPELLING}, not '+5'"),
         ("'1e400'", "must be at most 1000000000"),  # overflowed the Redis counters' 64-bit nano-units
         # "1E-400" was a budget of 0 nano-units, silently.
         ("'1E-400'", "has more than 9 decimal places (budgets count in nano-units)"),
         ("'0.1234567891'", "has more than 9 decimal places (budgets count in nano-units)"),
         ("-5", "must not be negative"),
-        ("abc", "not a number: 'abc'"),
+        ("abc", f"must be {SPELLING}, not 'abc'"),
     ],
 )
 def test_a_config_budget_amount_is_one_the_counters_can_hold(amount, message):
@@ -494,6 +498,17 @@ def test_a_revenue_share_basis_naming_no_provider_or_group_of_the_config_is_refu
         parse_config(text)
     assert info.value.problems == [problem]
     parse_config(text.replace("azz", "az").replace("gpt4o", "gpt-4o"))
+
+
+@pytest.mark.parametrize(("field", "value"), [("rate", "'0_1'"), ("rate", "' 0.1'"), ("cap", "'+5'"), ("cap", "'NaN'")])
+def test_a_contract_decimal_is_spelled_as_json_writes_a_number(field, value):
+    """Decimal() read a rate of "0_1" as 1 and a cap of "+5" as 5: the config holds them to the admin API's spelling."""
+    fields = {"rate": "'0.1'", "cap": "1", field: value}
+    share = f"{{id: rs, starts_on: 2026-01-01, ends_on: 2026-12-31, rate: {fields['rate']}, cap: {fields['cap']}}}"
+    text = BASE + f"storage: {{url: 'sqlite+aiosqlite:///x.db'}}\ncontracts: {{revenue_share: [{share}]}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert info.value.problems == [f"contracts.revenue_share[0].{field}: must be {SPELLING}, not '{value[1:-1]}'"]
 
 
 @pytest.mark.parametrize("value", ["1.2e-41", "1.5e-19", "0.0000000000000000001"])

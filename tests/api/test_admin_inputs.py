@@ -406,3 +406,34 @@ async def test_a_nul_in_a_body_is_a_400_naming_the_field_before_anything_is_read
     # A backslash then "u0000" is text, not a NUL: not refused for it.
     named = await root.post(f"/admin/v1/tenants/{tenant}/teams", json={"name": "a\\u0000b"})
     assert named.status_code == 201, named.text
+
+
+# A decimal is spelled as JSON writes a number: Decimal() read "0_5" as 5, " 5" and "+5" as 5, and took "Infinity",
+# so a rate of "0_5" was stored as a rate of 5 (refused only as out of range) and a budget of "1_000" as 1000.
+MISSPELLED = ("0_5", "1_000", " 0.5", "0.5 ", "+0.5", ".5", "5.", "05", "Infinity", "-Infinity", "NaN", "٥", "0x5", "")
+
+
+async def test_a_decimal_is_spelled_as_json_writes_a_number_and_answered_in_plain_notation(root):
+    tenant = (await ok(await root.post("/admin/v1/tenants", json={"name": "acme"}), 201))["id"]
+    budgets, contracts = f"/admin/v1/tenants/{tenant}/budgets", "/admin/v1/contracts"
+    share = {"kind": "revenue_share", "id": "rs", "rate": "0.1", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
+    commitment = {**COMMITMENT, "kind": "commitment", "id": "cm", "starts_on": "2025-01-01", "ends_on": "2025-12-31"}
+    for spelled in MISSPELLED:
+        for url, body, param in (
+            (contracts, {**share, "rate": spelled}, "rate"),
+            (contracts, {**share, "cap": spelled}, "cap"),
+            (contracts, {**commitment, "amount": spelled}, "amount"),
+            (budgets, {"scope": "tenant", "amount": spelled}, "amount"),
+        ):
+            err = await refused(await root.post(url, json=body), param, "as JSON writes one")
+            assert err["code"] == "invalid_value", err
+    assert (await ok(await root.get(budgets)))["data"] == []
+    assert [c["id"] for c in (await ok(await root.get(contracts)))["data"]] == ["base"]
+
+    made = await ok(await root.post(contracts, json={**share, "rate": "1E-18", "cap": "2.50E+2"}), 201)
+    assert (made["rate"], made["cap"], made["accrued"]) == ("0.000000000000000001", "250", "0")
+    assert (await ok(await root.get(f"{contracts}/rs")))["rate"] == "0.000000000000000001"
+    made = await ok(await root.post(contracts, json={**commitment, "amount": 1e3}), 201)  # a JSON number
+    assert made["amount"] == "1000"
+    made = await ok(await root.post(budgets, json={"scope": "tenant", "amount": "1E+2"}), 201)
+    assert made["amount"] == "100"

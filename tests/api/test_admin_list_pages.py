@@ -33,6 +33,9 @@ MAKE = {
     "teams": lambda i: {"name": f"team-{i:02}"},
     "policies": lambda i: {"scope": "tenant", "rules": [], "description": f"policy {i:02}"},
     "mcp-servers": lambda i: {"name": f"server-{i:02}", "url": SERVER_URL},
+    # An org-admin's, revoked ones listed too: each grant or pin ever made (a revoke keeps the row).
+    "entitlements": lambda i: {"model_group": "g", "starts_on": "2026-01-01", "ends_on": "2026-12-31", "note": f"{i}"},
+    "stateful-pins": lambda i: {"providers": ["p"], "note": f"pin {i:02}"},
 }
 
 
@@ -70,7 +73,23 @@ async def test_teams_policies_and_mcp_servers_come_a_page_at_a_time(tmp_path, ki
         path = f"{T}/{tid}/{kind}"
         made = [(await ok(await admin.post(path, json=MAKE[kind](i)), 201))["id"] for i in range(25)]
         theirs = (await ok(await admin.post(f"{T}/{other}/{kind}", json=MAKE[kind](99)), 201))["id"]
-        await pages_through(admin, path, made, theirs)  # in order, each once, none of the other tenant's
+        # in order, each once, none of the other tenant's
+        await pages_through(admin, path, made, theirs, by_name=kind == "mcp-servers")
+
+
+@pytest.mark.parametrize("kind", sorted(MAKE))
+async def test_a_walk_goes_on_past_a_row_deleted_between_pages(tmp_path, kind):
+    """Another admin deletes the last row of the page a client read: the next page is the rows after it (it was
+    a 400, the client's walk ended half-way)."""
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        path = f"{T}/{tid}/{kind}"
+        made = [await ok(await admin.post(path, json=MAKE[kind](i)), 201) for i in range(5)]
+        first = await ok(await admin.get(path, params={"limit": 2}))
+        assert (await admin.delete(f"{path}/{first['last_id']}")).is_success
+        rest = await ok(await admin.get(path, params={"limit": 2, "after": first["last_id"]}))
+        assert [row["id"] for row in rest["data"]] == [row["id"] for row in made[2:4]] and rest["has_more"]
 
 
 @pytest.fixture
@@ -128,6 +147,44 @@ def test_the_cli_lists_every_page_of_teams_policies_and_mcp_servers(served, page
     assert key["team_id"] == json.loads(run("teams", "list", "--tenant", "acme", "--json"))["data"][-1]["id"]
 
 
+def test_the_cli_reads_every_page_of_a_usage_summary(served, pages_of_4, capsys):  # 6 keys in 2 pages
+    """A call to no answering upstream is metered all the same (an error): one entry per key."""
+    assert main(["tenants", "create", "acme"]) == 0
+    capsys.readouterr()
+    url = os.environ["MULTIHOME_URL"]
+    for i in range(6):
+        assert main(["keys", "create", "--tenant", "acme", "--name", f"usage-key-{i}", "--json"]) == 0
+        secret = json.loads(capsys.readouterr().out)["key"]
+        body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"}, timeout=30)
+    auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+    tenant = httpx.get(f"{url}{T}", headers=auth).json()["data"][0]["id"]
+    first = httpx.get(f"{url}{T}/{tenant}/usage", params={"group_by": "key"}, headers=auth).json()
+    assert len(first["data"]) == 4 and first["has_more"] and first["next_page"]  # the API's page: 4 here
+    assert main(["usage", "--tenant", "acme", "--by", "key", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["data"]) == 6 and "has_more" not in summary and "next_page" not in summary
+    assert sum(e["calls"] for e in summary["data"]) == 6
+    assert main(["usage", "--tenant", "acme", "--by", "key"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"usage-key-{i}" in table for i in range(6)), table
+
+
+async def test_the_console_shows_the_first_page_of_a_usage_summary_and_says_so(tmp_path, pages_of_4):
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as gw:
+            for i in range(6):
+                secret = (await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"key-{i}"}), 201))["key"]
+                body = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+                await gw.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"})
+            assert (await gw.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
+            by_key = (await gw.get("/console/spend", params={"tenant": tid, "group_by": "key"})).text
+            by_group = (await gw.get("/console/spend", params={"tenant": tid, "group_by": "model_group"})).text
+    assert "The first 4 entries of the period only" in by_key and "usage-more" not in by_group
+
+
 def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsys):  # 6 in 2 pages
     assert main(["tenants", "create", "acme"]) == 0
     tenant = capsys.readouterr().out.split(": ")[1].strip()
@@ -143,17 +200,19 @@ def test_the_cli_lists_every_page_of_memory_namespaces(served, pages_of_4, capsy
     assert "page-user-5" in capsys.readouterr().out  # the table too
 
 
-async def test_the_console_shows_the_first_page_of_keys_and_teams_and_says_so(tmp_path, pages_of_4):
+async def test_the_console_shows_the_first_page_of_keys_teams_and_entitlements_and_says_so(tmp_path, pages_of_4):
     async with running(CONFIG.format(tmp=tmp_path)) as app:
         admin = _client(app)
         tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
         for i in range(6):
             await ok(await admin.post(f"{T}/{tid}/teams", json={"name": f"team-{i}"}), 201)
             await ok(await admin.post(f"{T}/{tid}/keys", json={"name": f"key-{i}"}), 201)
+            await ok(await admin.post(f"{T}/{tid}/entitlements", json=MAKE["entitlements"](i)), 201)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as browser:
             assert (await browser.post("/console/login", data={"key": ADMIN_KEY})).status_code == 303
             page = (await browser.get(f"/console/tenants/{tid}")).text
-    assert "The first 4 keys, oldest first" in page and "The first 4 teams by name" in page
+    assert "The first 4 keys, oldest first" in page and "The first 4 teams, oldest first" in page
+    assert "The first 4 entitlements, oldest first" in page
     assert "team-3" in page and "team-4" not in page  # the first page of teams only (the key form's choices too)
 
 

@@ -146,7 +146,7 @@ async def test_a_tenant_that_does_not_exist_gets_no_registration(gw):
     body = {"name": "crm", "url": "https://crm.example.com/mcp"}
     for named in ("a", "ten_doesnotexist"):  # a tenant's name is not its id
         assert error(await admin.post(_servers(named), json=body), 404)["code"] == "not_found"
-        assert (await ok(await admin.get(_servers(named))))["data"] == []
+        assert error(await admin.get(_servers(named)), 404)["code"] == "not_found"  # not an empty tenant's list
     await ok(await admin.post(_servers("default"), json=body), 201)  # the static keys' tenant has no row
     await ok(await admin.post(_servers(a), json=body), 201)
 

@@ -39,3 +39,19 @@ def test_operation_names_and_change_events_are_unique():
     events = [r.event for r in registry.ROUTES if r.event]
     assert len(events) == len(set(events))
     assert all(r.event for r in registry.ROUTES if r.method in ("PATCH", "DELETE"))
+
+
+async def test_paged_lists_and_usage_summaries_publish_their_page_parameters():
+    """A client generated from the document can ask for the next page: the lists an admin grows take limit and
+    after, the usage summaries (one entry per key) limit and page."""
+    app = build_app(typed(single(server=open_door())))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as anon:
+        doc = (await anon.get("/admin/v1/openapi.json")).json()
+    query = {
+        op["operationId"]: {p["name"] for p in op.get("parameters", ()) if p["in"] == "query"}
+        for ops in doc["paths"].values()
+        for op in ops.values()
+    }
+    lists = ("list_keys", "list_teams", "list_policies", "list_entitlements", "list_stateful_pins")
+    assert all({"limit", "after"} <= query[name] for name in lists), {name: query[name] for name in lists}
+    assert {"limit", "page"} <= query["tenant_usage"] and {"limit", "page"} <= query["org_usage"]

@@ -19,7 +19,7 @@ import pytest
 
 from admin_http import error, ok, running
 from builders import audit, database, identity, single
-from multihome.api.admin.registry import ROUTES
+from multihome.api.admin.registry import BY_NAME, ROUTES
 from multihome.api.admin.route import Route
 from multihome.crypto.backends.local import init_key_file
 
@@ -359,6 +359,35 @@ async def test_explaining_the_policy_of_a_tenant_that_does_not_exist_is_a_404(wo
         resp = await _explain_for(world, tenant)
         assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found", resp.text
     assert (await _explain_for(world, world.tenants["a"]["tenant"])).status_code == 200
+
+
+# The lists of a tenant's own resources (its history, usage, events and runs, outlives an offboarded tenant).
+TENANT_LISTS = (
+    "list_teams",
+    "list_keys",
+    "list_policies",
+    "list_entitlements",
+    "list_stateful_pins",
+    "list_budgets",
+    "list_mcp_servers",
+    "list_memory_namespaces",
+)
+
+
+async def test_a_list_under_a_tenant_that_does_not_exist_is_a_404_that_another_tenants_admin_never_sees(world):
+    """Was a 200 with an empty list: an org-admin's typo in the tenant id looked like a tenant with nothing in it.
+    A tenant-admin or auditor of another tenant gets the same 403 whether the tenant exists or not."""
+    w, a = world, world.tenants["a"]["tenant"]
+    unknown = error(await w.call(ADMIN_KEY, "GET", f"{T}/ten_doesnotexist"), 404)  # the tenant itself, as before
+    others = [await _key(w, "tenant-admin", "b"), await _key(w, "auditor", "b")]
+    for route in (BY_NAME[name] for name in TENANT_LISTS):
+        missing, existing = route.path.format(tenant="ten_doesnotexist"), route.path.format(tenant=a)
+        err = error(await w.call(ADMIN_KEY, "GET", missing), 404)
+        assert (err["code"], err["message"]) == (unknown["code"], unknown["message"]), (route.name, err)
+        assert (await ok(await w.call(ADMIN_KEY, "GET", existing)))["object"] == "list"
+        for key in others:
+            refused = error(await w.call(key, "GET", missing), 403)
+            assert refused == error(await w.call(key, "GET", existing), 403), (route.name, refused)
 
 
 async def _explain_for(w: World, tenant: str) -> httpx.Response:

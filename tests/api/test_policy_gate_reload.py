@@ -44,7 +44,7 @@ class Store:
     def __init__(self) -> None:
         self.current = Snapshot(1, {}, {}, {}, (), ())
 
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, since: Snapshot | None = None) -> Snapshot:
         return self.current
 
     async def version(self) -> int:

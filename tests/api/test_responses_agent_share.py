@@ -8,36 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from asgi_client import AsgiClient
-from multihome.simulators import Fault
-from stored_app import STORES, ok, store_url
-from stored_app import agent_world as stored_agent_world
+from stored_app import STORES, hung_world, ok
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-agent-share"
 SHARE = 2
 
 
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_AGENT_SHARE", ADMIN_KEY)
-
-
 @pytest.fixture(params=STORES)
-async def world(request, tmp_path) -> AsyncIterator[tuple]:
+async def world(request, tmp_path):
     responses = {"agent": {"max_foreground_per_tenant": SHARE}}
-    url = store_url(request, tmp_path)
-    async with stored_agent_world(url, tmp_path, "MH_TEST_AGENT_SHARE", ADMIN_KEY, responses=responses) as (
-        w,
-        sim,
-        _,
-        server,
-    ):
-        sim.state.faults.add(Fault(hang=True, times=100))
+    async with hung_world(request, tmp_path, agent=True, responses=responses) as (w, sim, _, server):
         yield w, sim, server
 
 

@@ -6,47 +6,22 @@ SQLite and PostgreSQL; the upstream never answers, so the runs stay open."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import openai
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from builders import config, database, deployment, group, identity, simulated
-from multihome.simulators import SimulatorConfig, start_simulator
-from stored_app import STORES, StoredWorld, sdk_client, served, store_url
+from stored_app import STORES, hung_world, sdk_client
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-background-cap"
 CAP = 2
 
 
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_BG_CAP", ADMIN_KEY)
-
-
 @pytest.fixture(params=STORES)
-async def world(request, tmp_path) -> AsyncIterator[tuple[StoredWorld, httpx.ASGITransport]]:
-    url = store_url(request, tmp_path)
-    sim = await start_simulator(SimulatorConfig(kind="openai", name="up"))
-    cfg = config(
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_CAP"),
-        responses={"background": {"max_open_per_tenant": CAP, "concurrency": 1}},
-        providers={"p": simulated("openai", sim.url, region="us-east-1", data_zone="US")},
-        deployments={"d": deployment("p", "m")},
-        model_groups={"g": group("d")},
-    )
-    async with httpx.AsyncClient() as http:
-        (await http.post(f"{sim.url}/_sim/faults", json={"hang": True})).raise_for_status()
-    try:
-        async with served(cfg) as (client, transport, app):
-            yield StoredWorld(client, url, ADMIN_KEY, app), transport
-    finally:
-        await sim.close()
+async def world(request, tmp_path):
+    responses = {"background": {"max_open_per_tenant": CAP, "concurrency": 1}}
+    async with hung_world(request, tmp_path, responses=responses) as (w, _, transport):
+        yield w, transport
 
 
 async def _stored(url: str, tenant: str) -> int:

@@ -2,54 +2,26 @@
 queue is shared and first-come, and one tenant's queued runs that never end (an agent run may take an hour)
 took every place a replica had, so another tenant's run stayed queued behind them. Past its share a tenant's
 runs wait queued and the others' run. The official openai SDK against the app in process, on SQLite and
-PostgreSQL; one upstream never answers (acme's model), the other does (other's)."""
+PostgreSQL; the upstream never answers acme's model, and answers other's."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
-from builders import config, database, deployment, group, identity, simulated
-from multihome.simulators import SimulatorConfig, start_simulator
-from stored_app import STORES, StoredWorld, sdk_client, served, store_url
+from stored_app import STORES, hung_world, sdk_client
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-background-share"
-
-
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_BG_SHARE", ADMIN_KEY)
 
 
 @pytest.fixture(params=STORES)
-async def world(request, tmp_path) -> AsyncIterator[tuple[StoredWorld, httpx.ASGITransport]]:
-    url = store_url(request, tmp_path)
-    hung = await start_simulator(SimulatorConfig(kind="openai", name="hung"))
-    answers = await start_simulator(SimulatorConfig(kind="openai", name="answers"))
-    cfg = config(
-        storage=database(url, refresh_s=0.05),
-        identity=identity("MH_TEST_BG_SHARE"),
-        responses={"background": {"concurrency": 2, "max_running_per_tenant": 1, "poll_s": 0.1}},
-        providers={
-            "h": simulated("openai", hung.url, region="us-east-1", data_zone="US"),
-            "a": simulated("openai", answers.url, region="us-east-1", data_zone="US"),
-        },
-        deployments={"dh": deployment("h", "m"), "da": deployment("a", "m")},
-        model_groups={"slow": group("dh"), "fast": group("da")},
-    )
-    async with httpx.AsyncClient() as http:
-        (await http.post(f"{hung.url}/_sim/faults", json={"hang": True})).raise_for_status()
-    try:
-        async with served(cfg) as (client, transport, app):
-            yield StoredWorld(client, url, ADMIN_KEY, app), transport
-    finally:
-        await hung.close()
-        await answers.close()
+async def world(request, tmp_path):
+    """Model group `g` never answers (acme's), `fast` does (other's)."""
+    responses = {"background": {"concurrency": 2, "max_running_per_tenant": 1, "poll_s": 0.1}}
+    async with hung_world(request, tmp_path, groups={"fast": "answers"}, responses=responses) as (w, _, transport):
+        yield w, transport
 
 
 async def test_a_tenant_whose_runs_never_end_leaves_places_for_the_others(world):
@@ -57,7 +29,7 @@ async def test_a_tenant_whose_runs_never_end_leaves_places_for_the_others(world)
     _, acme_key = await w.tenant("acme")
     _, other_key = await w.tenant("other")
     acme = sdk_client(acme_key, transport)
-    held = [await acme.responses.create(model="slow", input="hi", background=True) for _ in range(4)]
+    held = [await acme.responses.create(model="g", input="hi", background=True) for _ in range(4)]
     deadline = time.monotonic() + 60
     while (await acme.responses.retrieve(held[0].id)).status != "in_progress":  # acme's first run holds a place
         assert time.monotonic() < deadline, "acme's first run did not start"

@@ -8,34 +8,20 @@ raw ASGI (a follower of a response that never ends stays open); the upstream nev
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from asgi_client import AsgiClient
-from multihome.simulators import Fault
-from stored_app import STORES, store_url, stored_world
+from stored_app import STORES, hung_world
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-stream-share"
 SHARE = 2
 
 
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_STREAM_SHARE", ADMIN_KEY)
-
-
 @pytest.fixture(params=STORES)
-async def world(request, tmp_path) -> AsyncIterator[tuple]:
-    responses = {"background": {"max_streams_per_tenant": SHARE}}
-    async with stored_world(store_url(request, tmp_path), "MH_TEST_STREAM_SHARE", ADMIN_KEY, responses=responses) as (
-        w,
-        sim,
-        _,
-    ):
-        sim.state.faults.add(Fault(hang=True, times=100))
-        yield w
+async def world(request, tmp_path):
+    async with hung_world(request, tmp_path, responses={"background": {"max_streams_per_tenant": SHARE}}) as world:
+        yield world[0]
 
 
 async def _open_response(w, key: str) -> str:

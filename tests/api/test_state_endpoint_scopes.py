@@ -106,3 +106,69 @@ async def test_counting_a_messages_body_needs_the_messages_scope(world):
     assert "not 'messages'" in refused.json()["error"]["message"]
     counted = await w.call("POST", "/v1/messages/count_tokens", await _key(w, tenant, ["messages"]), json=body)
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text
+
+
+async def test_an_auditor_reads_stored_state_and_changes_none_of_it(world):
+    """An auditor's credential is read-only (docs/api.md "Roles"): it reads the tenant's memory, conversations
+    and stored responses, and every write or delete of them is a 403 naming its role; it wrote memory records."""
+    w = world
+    tenant, full = await w.tenant("acme")
+    body = {"name": "auditor", "roles": ["auditor"]}
+    auditor = (await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 201))["key"]
+    conv = (await ok(await w.call("POST", "/v1/conversations", full, json={})))["id"]
+    item = {"items": [{"type": "message", "role": "user", "content": "hi"}]}
+    item_id = (await ok(await w.call("POST", f"/v1/conversations/{conv}/items", full, json=item)))["data"][0]["id"]
+    record = (await ok(await w.call("POST", "/v1/memory/records", full, json=RECORD)))["id"]
+    stored = (await ok(await w.call("POST", "/v1/responses", full, json={"model": "g", "input": "hi"})))["id"]
+    ns = "agent_id=a&user_id=u"
+    writes = [
+        ("POST", "/v1/memory/records", {"json": RECORD}),
+        ("DELETE", f"/v1/memory/records/{record}", {}),
+        ("POST", "/v1/memory/namespaces", {"json": {"agent_id": "a", "user_id": "u", "default_ttl_seconds": 60}}),
+        ("DELETE", f"/v1/memory/namespaces?{ns}", {}),
+        ("DELETE", "/v1/memory/users/u", {}),
+        ("POST", "/v1/conversations", {"json": {}}),
+        ("POST", f"/v1/conversations/{conv}", {"json": {"metadata": {"k": "v"}}}),
+        ("POST", f"/v1/conversations/{conv}/items", {"json": item}),
+        ("DELETE", f"/v1/conversations/{conv}/items/{item_id}", {}),
+        ("DELETE", f"/v1/conversations/{conv}", {}),
+        ("DELETE", f"/v1/responses/{stored}", {}),
+        ("POST", f"/v1/responses/{stored}/cancel", {}),
+        ("POST", "/v1/responses", {"json": {"model": "g", "input": "hi"}}),  # stored by default
+        ("POST", "/v1/responses", {"json": {"model": "g", "input": "hi", "conversation": conv, "store": False}}),
+        (
+            "POST",
+            "/v1/responses",
+            {
+                "json": {
+                    "model": "g",
+                    "input": "hi",
+                    "store": False,
+                    "tools": [{"type": "memory", "agent_id": "a", "user_id": "u"}],
+                }
+            },
+        ),
+    ]
+    for method, path, kw in writes:
+        err = error(await w.call(method, path, auditor, **kw), 403)
+        assert (err["type"], err["code"]) == ("permission_error", "insufficient_role"), (method, path, err)
+        assert "the role auditor, which reads stored state and does not change it" in err["message"], err
+    # Nothing changed, and every read works.
+    assert (await ok(await w.call("GET", f"/v1/memory/records/{record}", auditor)))["id"] == record
+    assert [r["id"] for r in (await ok(await w.call("GET", f"/v1/memory/records?{ns}", auditor)))["data"]] == [record]
+    assert (
+        await ok(
+            await w.call("POST", "/v1/memory/search", auditor, json={"agent_id": "a", "user_id": "u", "query": "tea"})
+        )
+    )["data"]
+    assert (await ok(await w.call("GET", "/v1/memory/namespaces", auditor)))["data"]
+    assert (await ok(await w.call("GET", f"/v1/conversations/{conv}", auditor)))["metadata"] == {}
+    assert [i["id"] for i in (await ok(await w.call("GET", f"/v1/conversations/{conv}/items", auditor)))["data"]] == [
+        item_id
+    ]
+    assert (await ok(await w.call("GET", f"/v1/responses/{stored}", auditor)))["id"] == stored
+    assert (await ok(await w.call("GET", f"/v1/responses/{stored}/input_items", auditor)))["data"]
+    search_only = [{"type": "memory", "agent_id": "a", "user_id": "u", "allowed_tools": ["memory_search"]}]
+    for extra in ({}, {"tools": search_only}):  # an unstored answer writes nothing
+        answer = {"model": "g", "input": "hi", "store": False, **extra}
+        assert (await ok(await w.call("POST", "/v1/responses", auditor, json=answer)))["status"] == "completed"

@@ -43,7 +43,7 @@ async def test_a_tenant_runs_its_share_waits_past_it_and_is_refused_past_the_wai
     release.set()
     await asyncio.wait_for(asyncio.gather(*held, other), 30)
     assert ran.count("acme") == 2 * (1 + WAITING_FACTOR)  # the waiting ones ran in turn
-    assert gate._tenants == {}  # nothing kept for tenants with no call
+    assert gate._calls.held == {} and gate._calls.turns == {}  # nothing kept for tenants with no call
 
 
 async def test_no_bound_leaves_the_handler_as_it_is():

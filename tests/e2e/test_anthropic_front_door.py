@@ -334,6 +334,12 @@ def test_unknown_model_is_not_found(claude):
             b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "bot", "content": "x"}]}',
             "messages.0.role",
         ),
+        (  # Anthropic's API requires a tool_use block's input: it was taken as {}
+            b'{"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}, '
+            b'{"role": "assistant", "content": [{"type": "text", "text": "t"}, {"type": "tool_use", "id": "tu", '
+            b'"name": "f"}]}, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu"}]}]}',
+            "messages.1.content.1.input: Field required",
+        ),
     ],
 )
 def test_malformed_bodies_are_400_in_anthropic_envelope(door, body, fragment):

@@ -68,6 +68,24 @@ def test_one_authorization_and_one_x_api_key_still_work(gateway):
     assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=10).status_code == 200
 
 
+# --- a narrowing header sent twice (a client's or a proxy's duplicate): its first copy was read, the other dropped
+
+
+@pytest.mark.parametrize("second", ["oa-main", "az-main"])
+def test_two_narrowing_headers_are_refused_naming_the_header(gateway, sims, second):
+    narrow = [("x-multihome-deployments", "az-main"), ("x-multihome-deployments", second)]
+    auth = ("authorization", f"Bearer {CLIENT_KEY}")
+    resp = httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=[auth, JSON, *narrow], timeout=10)
+    error = openai_error(resp, 400)
+    assert (error["code"], error["param"]) == ("duplicate_header", "x-multihome-deployments"), error
+    assert "more than one 'x-multihome-deployments' header" in error["message"]
+    resp = httpx.post(gateway.url + "/v1/messages", json=MESSAGES, headers=[auth, *narrow], timeout=10)
+    assert "more than one 'x-multihome-deployments'" in anthropic_error(resp, 400, "invalid_request_error")["message"]
+    assert sims["azure"].stats()["requests"] == sims["openai"].stats()["requests"] == 0
+    one = [auth, JSON, ("x-multihome-deployments", f"az-main,{second}")]  # both names in one header: served
+    assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=one, timeout=10).status_code == 200
+
+
 # --- finding 10: JSON nested far deeper than anything real (the admin API: tests/api/test_admin_bad_bodies.py)
 
 DEPTH = 10_000  # ten times the interpreter's recursion limit; at most 50 KB, under the body limit

@@ -16,7 +16,7 @@ from multihome.metering.service import Metering
 from multihome.metering.summary import usage_summary
 from multihome.metering.tables import usage_calls, usage_price_versions
 from multihome.schema.errors import ApiError
-from multihome.storage import open_store
+from multihome.storage import Invalid, open_store
 from multihome.storage.engine import create_engine
 
 from .conftest import Dep, call, principal
@@ -127,6 +127,56 @@ async def test_usage_per_hour_and_day_with_errors_and_latency(db_url):
     await m.close()
 
 
+async def _summary_pages(m: Metering, tenant: str | None, group_by: str, limit: int, **kw) -> list[list[dict]]:
+    pages, page = [], None
+    while True:
+        found = await usage_summary(m.engine, tenant, group_by, limit=limit, page=page, **kw)
+        pages.append(list(found))
+        assert len(found) <= limit and len(pages) < 100
+        if found.next_page is None:
+            return pages
+        page = found.next_page
+
+
+async def test_a_summary_comes_a_page_at_a_time_each_entry_once(db_url):
+    """One entry per key, team or hour and deployment: a tenant's 100,000 keys were one answer built whole. The
+    pages follow the groups' order, so calls landing between two pages move nothing; a call of no team or no
+    deployment (NULL) is an entry like the others."""
+    m = await started(db_url)
+    t0 = 1_780_000_000.0
+    for i in range(7):
+        for tenant in ("ten_a", "ten_b"):
+            team = None if i == 3 else f"team_{i % 4}"
+            deployment = None if i == 5 else f"dep-{i % 2}"
+            m.record(
+                call(
+                    f"{tenant}-{i}",
+                    tenant=tenant,
+                    key_id=f"key_{i}",
+                    team=team,
+                    deployment=deployment,
+                    started=t0 + 3600 * (i % 3),
+                )
+            )
+    await m.flush()
+    asked = (("ten_a", "key", {}), (None, "team", {}), ("ten_a", "deployment", {"interval": "hour"}), (None, "key", {}))
+    for tenant, group_by, kw in asked:
+        whole = list(await usage_summary(m.engine, tenant, group_by, **kw))
+        pages = await _summary_pages(m, tenant, group_by, 3, **kw)
+        assert [e for page in pages for e in page] == whole and len(pages) == -(-len(whole) // 3), group_by
+        assert sum(e["calls"] for e in whole) == (7 if tenant else 14)
+    first = await usage_summary(m.engine, "ten_a", "key", limit=3)
+    assert [e["key"] for e in first] == ["key_0", "key_1", "key_2"] and first.next_page
+    m.record(call("late", key_id="key_0", started=t0))  # a page already read: the next one does not move
+    await m.flush()
+    rest = await usage_summary(m.engine, "ten_a", "key", limit=10, page=first.next_page)
+    assert [e["key"] for e in rest] == [f"key_{i}" for i in range(3, 7)] and rest.next_page is None
+    for bad in ("nope", "W10", first.next_page + "x", "\x00"):
+        with pytest.raises(Invalid, match="is not a next_page"):
+            await usage_summary(m.engine, "ten_a", "key", limit=3, page=bad)
+    await m.close()
+
+
 async def test_budget_spend_survives_a_restart(db_url):
     rule = [BudgetRule(scope="tenant", id="ten_a", amount="0.01", period="day")]
     m = await started(db_url, budgets=rule)
@@ -210,6 +260,13 @@ async def test_admin_usage_summary_and_rbac(db_url):
     status, body = await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=key")
     assert status == 200
     assert [(e["key"], e["calls"], e["cost"]) for e in body["data"]] == [("key_a", 1, "0.0035"), ("key_b", 1, "0.0025")]
+    status, first = await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=key&limit=1")
+    assert [e["key"] for e in first["data"]] == ["key_a"] and first["has_more"] and first["next_page"]
+    query = f"group_by=key&limit=1&page={first['next_page']}".encode()
+    status, rest = await get("/admin/v1/tenants/ten_a/usage", admin_a, query)
+    assert [e["key"] for e in rest["data"]] == ["key_b"] and (rest["has_more"], rest["next_page"]) == (False, None)
+    for bad in (b"limit=0", b"limit=1001", b"page=nope"):
+        assert await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=key&" + bad) == (400, "invalid_value")
     assert await get("/admin/v1/tenants/ten_b/usage", admin_a) == (403, "other_tenant")
     assert await get("/admin/v1/usage", admin_a) == (403, "insufficient_role")
     assert (await get("/admin/v1/tenants/ten_a/usage", admin_a, b"group_by=nope"))[0] == 400

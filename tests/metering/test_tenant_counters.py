@@ -188,8 +188,8 @@ async def test_usage_across_the_organisation_keeps_each_tenants_team_apart(db_ur
     await m.flush()
     by_team = await usage_summary(m.engine, None, "team")
     assert [(e["tenant_id"], e["team"], e["calls"], e["cost"]) for e in by_team] == [
-        ("globex", "ml", 1, "0.009"),
         ("acme", "ml", 2, "0.006"),
+        ("globex", "ml", 1, "0.009"),
     ]
     [acme] = await usage_summary(m.engine, "acme", "team")  # within one tenant: as before, no tenant_id
     assert "tenant_id" not in acme and (acme["team"], acme["calls"]) == ("ml", 2)

@@ -175,6 +175,64 @@ async def test_a_cancel_request_stops_the_running_handler(engine):
         await worker.close()
 
 
+async def test_a_runs_lease_renewal_has_ended_when_the_run_has(engine):
+    """A job that ends while its lease's renewal is writing: the run waits for the renewal to end, so none writes on
+    after the job is let go, nor into the worker's close (the queue's connections closed under it)."""
+    queue = JobQueue(engine)
+    renewing: list[asyncio.Task] = []
+
+    async def stuck_renew(*args, **kwargs):  # a renewal's write that has not come back (a slow commit)
+        renewing.append(asyncio.current_task())
+        await asyncio.Event().wait()
+
+    queue.renew = stuck_renew
+
+    async def handler(job: Job) -> None:
+        await until(lambda: asyncio.sleep(0, bool(renewing)))  # ends while its renewal is writing
+
+    worker = JobWorker(queue, {"response": handler}, lease_s=0.3)
+    try:
+        await queue.enqueue("response", "ten_a", "resp_1")
+        [job] = await queue.claim(worker.owner, ["response"], lease_s=30)
+        await worker._run(job)  # in this task: what it left running is seen as it returns
+        assert renewing and renewing[0].done(), "the renewal runs on after its job's run"
+        assert (await queue.get("response", "resp_1")).status == DONE
+    finally:
+        await worker.close()
+
+
+async def test_a_run_waiting_for_its_renewal_to_end_is_still_cancelled_by_its_own_cancellation(engine):
+    """A renewal slow to end (its write finishing) holds its run's end, but not the run's own cancellation (a
+    close): that propagates, it is not taken for the renewal's."""
+    queue = JobQueue(engine)
+    renewing, let_go = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_end(*args, **kwargs):
+        renewing.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await let_go.wait()
+
+    queue.renew = slow_to_end
+
+    async def handler(job: Job) -> None:
+        await renewing.wait()
+
+    worker = JobWorker(queue, {"response": handler}, lease_s=0.3)
+    try:
+        await queue.enqueue("response", "ten_a", "resp_1")
+        [job] = await queue.claim(worker.owner, ["response"], lease_s=30)
+        run = asyncio.create_task(worker._run(job))
+        assert await until(lambda: _is(queue, "resp_1", DONE))  # settled; now waiting for its renewal
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run, 30)  # (swallowed, it would end within cancel_and_wait's 10 s)
+    finally:
+        let_go.set()
+        await worker.close()
+
+
 async def test_a_closing_replica_hands_its_jobs_back(engine):
     queue = JobQueue(engine)
     started = asyncio.Event()

@@ -50,6 +50,6 @@ async def store2(store, migrated_url):
 @pytest.fixture(autouse=True)
 def own_write_lock_registry(monkeypatch):
     """An empty registry of SQLite write transactions (storage/write_lock.py) for each test: the worker's earlier
-    tests may leave a connection closed mid-transaction in it (named until the registry's prune), which a test
+    tests may leave a connection closed mid-transaction in it (named while a cursor of it is left), which a test
     reading the registry would see too."""
     monkeypatch.setattr(write_lock, "_held", {})

@@ -50,8 +50,8 @@ async def test_any_grant_refuses_overlap_with_another_tenants_exclusive_grant(st
 
     await store.revoke_entitlement(a.id, excl.id, actor="admin")  # revoked grants block nothing
     await store.grant_entitlement(b.id, model_group="m", starts_on=JAN1, ends_on=JUN30, actor="admin")
-    assert [e.id for e in await store.list_entitlements(a.id)] == []
-    assert [e.id for e in await store.list_entitlements(a.id, include_revoked=True)] == [excl.id]
+    assert [e.id for e in await store.page_entitlements(a.id, 1000)] == []
+    assert [e.id for e in await store.page_entitlements(a.id, 1000, include_revoked=True)] == [excl.id]
 
 
 async def test_grant_validation_and_isolation(store):
@@ -67,7 +67,7 @@ async def test_grant_validation_and_isolation(store):
         await store.revoke_entitlement(a.id, ent_b.id, actor="admin")
     with pytest.raises(NotFound):
         await store.get_entitlement(a.id, ent_b.id)
-    assert await store.list_entitlements(a.id) == []
+    assert await store.page_entitlements(a.id, 1000) == []
     assert (await store.get_entitlement(b.id, ent_b.id)).revoked_at is None
 
 

@@ -34,8 +34,8 @@ async def test_a_pin_is_stored_in_the_snapshot_and_revoked_with_events(store):
     assert revoked.revoked_at is not None
     assert await store.revoke_pin(tenant.id, pin.id, actor="admin") == revoked  # idempotent: one event
     assert (await store.snapshot()).stateful_pins == ()
-    assert await store.list_pins(tenant.id) == []
-    assert await store.list_pins(tenant.id, include_revoked=True) == [revoked]
+    assert await store.page_pins(tenant.id, 1000) == []
+    assert await store.page_pins(tenant.id, 1000, include_revoked=True) == [revoked]
     events = [e for e in await store.admin_events(tenant.id) if e.object_type == "stateful_pin"]
     assert [e.action for e in events] == ["stateful_pin.create", "stateful_pin.revoke"]
     assert events[0].detail["providers"] == ["azure"] and events[0].detail["work"] == ["agent_step"]

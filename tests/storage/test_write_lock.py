@@ -112,42 +112,84 @@ async def test_the_warning_names_the_writer_thread_holding_the_lock(sqlite_datab
         await engine.dispose()
 
 
-async def test_a_thread_of_its_own_that_waits_out_the_timeout_is_warned_of_once_per_timeout(
-    sqlite_database, short_busy_timeout, caplog
-):
-    """The usage writer's and state writer's own BEGIN IMMEDIATE; an outage fails every write: one line per timeout."""
-    url = sqlite_database(migrated=False)
-    path = str(sa.engine.make_url(url).database)
+NO_HOLDER = "held by none of this process's connections (another process on the same file, or a commit being synced)"
+
+
+def _waits_given_up(path: str, caplog, waits: int = 1) -> str:
+    """The warning of `waits` writes of a connection of its own (as the writer threads' BEGIN IMMEDIATE) giving up on
+    the lock, which another connection takes first (another process, as far as the gateway knows)."""
     holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process, as far as the gateway knows
+    holder.execute("BEGIN IMMEDIATE")
     waiter = sqlite3.connect(path, isolation_level=None, timeout=0.05)
     try:
         with caplog.at_level(logging.WARNING, logger="multihome.storage"):
-            for _ in range(3):
+            for _ in range(waits):
                 with pytest.raises(sqlite3.OperationalError, match="locked"):
                     write_lock.begin_immediate(waiter, 60)
-        [said] = _warnings(caplog)
-        assert said.endswith(
-            "held by none of this process's connections (another process on the same file, or a commit being synced)"
-        ), said
         assert not waiter.in_transaction
+        [said] = _warnings(caplog)
+        return said
     finally:
         waiter.close()
         holder.close()
 
 
-def test_a_connection_closed_in_its_write_transaction_is_named(tmp_path):
-    """sqlite3 keeps such a connection's transaction, and the lock, while a statement of it is still stepping."""
-    path = str(tmp_path / "z.db")
+async def test_a_thread_of_its_own_that_waits_out_the_timeout_is_warned_of_once_per_timeout(
+    sqlite_database, short_busy_timeout, caplog
+):
+    """The usage writer's and state writer's own BEGIN IMMEDIATE; an outage fails every write: one line per timeout."""
+    path = str(sa.engine.make_url(sqlite_database(migrated=False)).database)
+    said = _waits_given_up(path, caplog, waits=3)
+    assert said.endswith(NO_HOLDER), said
+
+
+def _closed_mid_write(path: str) -> tuple[sqlite3.Connection, sqlite3.Cursor]:
+    """A connection closed in its noted write transaction, and the cursor of its statement still stepping."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE t (x INTEGER)")
     conn.execute("INSERT INTO t VALUES (1), (2)")
     write_lock.begin_immediate(conn, 1)
     stepping = conn.execute("UPDATE t SET x = x + 1 RETURNING x")
     conn.close()
+    return conn, stepping
+
+
+def test_a_connection_closed_in_its_write_transaction_is_named(tmp_path):
+    """sqlite3 keeps such a connection's transaction, and the lock, while a statement of it is still stepping."""
+    conn, stepping = _closed_mid_write(str(tmp_path / "z.db"))
     try:
         [named] = [d for d in write_lock.describe() if "closed" in d]
         assert "closed mid-transaction: it keeps the lock" in named, named
     finally:
         write_lock.ended(conn)
         del stepping
+
+
+def test_a_connection_closed_in_its_write_transaction_with_no_cursor_left_is_forgotten(
+    tmp_path, short_busy_timeout, caplog
+):
+    """Its last statement finalized, SQLite has closed it and rolled its transaction back (another connection takes
+    the lock): a later warning does not name it, nor does the registry keep it."""
+    _, stepping = _closed_mid_write(str(tmp_path / "z.db"))
+    del stepping  # the last cursor: its statement finalized, the connection lets go of the lock
+    said = _waits_given_up(str(tmp_path / "z.db"), caplog)
+    assert said.endswith(NO_HOLDER), said
+    assert write_lock._held == {}
+
+
+async def test_an_invalidated_write_connection_is_not_named(sqlite_database):
+    """SQLAlchemy closes an invalidated connection without a rollback event: its entry is a closed aiosqlite
+    connection's, with no cursor left."""
+    engine = create_engine(sqlite_database(migrated=False))
+    try:
+        await _table(engine)
+        conn = await write_connection(engine)
+        await conn.begin()
+        await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        assert len(write_lock.describe()) == 1
+        await conn.invalidate()
+        await conn.close()
+        assert write_lock.describe() == [] and write_lock._held == {}
+        await _write(engine)
+    finally:
+        await engine.dispose()

@@ -109,6 +109,19 @@ async def test_servers_come_a_page_at_a_time_by_name(store):
     assert [s.name for s in second] == ["c", "d"] and second.more
     last = await store.page("t1", 2, second.last)
     assert [s.name for s in last] == ["e"] and not last.more and last.last == "e"
-    for bad in ("z", "\x00a", "\ud800", "x" * 10_000):  # another tenant's, none the database could hold, a long one
+    for bad in ("\x00a", "\ud800"):  # none the database could hold
         with pytest.raises(Invalid, match="is not the id of a row of this list"):
             await store.page("t1", 2, bad)
+    # A name is its own place: another tenant's ("z", nothing of it shown) or a long one.
+    assert [s.name for s in await store.page("t1", 2, "bb")] == ["c", "d"]
+    assert list(await store.page("t1", 2, "z")) == list(await store.page("t1", 2, "x" * 10_000)) == []
+
+
+async def test_a_walk_goes_on_past_a_server_deleted_between_pages(store):
+    """Another admin removes the last server of the page a client has read: it was a 400, the walk ended."""
+    for name in ("a", "b", "c", "d"):
+        await _add(store, "t1", name)
+    first = await store.page("t1", 2)
+    await store.delete("t1", first.last)
+    rest = await store.page("t1", 2, first.last)
+    assert [s.name for s in rest] == ["c", "d"] and not rest.more

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..schema.errors import ApiError
 from ..schema.request_headers import header as header  # re-exported: the doors read headers through asgi
+from ..schema.request_headers import single as single
 from .big_bodies import OFF_LOOP_OVER, BigBodies
 
 Scope = dict[str, Any]

@@ -32,7 +32,7 @@ from ..routing.router import Router
 from ..schema.bounded import Decoder
 from ..schema.chat import ChatRequest
 from ..schema.errors import ApiError, bad_request, echo, echo_quoted
-from .asgi import Header, Scope, header
+from .asgi import Header, Scope, header, single
 from .big_bodies import BigBodies
 from .policy_gate import pin_refusal
 from .render import served_headers
@@ -385,7 +385,7 @@ def narrowing(scope: Scope, raw: dict[str, msgspec.Raw], group: GroupRuntime) ->
             raise ApiError(400, f"Invalid 'multihome' extension: {echo_quoted(str(exc))}.", param="multihome") from None
         names = route.deployments if route else None
     param = "multihome.route.deployments"
-    value = header(scope, b"x-multihome-deployments")
+    value = single(scope, b"x-multihome-deployments")
     if value is not None:  # the header wins over the body's list
         names = [n.strip() for n in value.decode(errors="replace").split(",") if n.strip()]
         param = "x-multihome-deployments"

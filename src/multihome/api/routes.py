@@ -25,6 +25,7 @@ from .anthropic.errors import ANTHROPIC
 from .asgi import Receive, Send
 from .openai.errors import OPENAI
 from .pipeline import Call
+from .read_only import may_write
 from .render import Family
 
 Handler = Callable[[Call, Receive, Send], Awaitable[None]]
@@ -45,6 +46,7 @@ class Route:
     # before the handler runs: `_scoped`).
     # A model call's own endpoint is checked by policy with the rest of its decision.
     scope: str | None = None
+    writes: bool = False  # the route changes stored state: refused to a read-only caller (`may_write`)
 
 
 def in_scope(principal: Principal, scope: str) -> None:
@@ -62,13 +64,18 @@ def in_scope(principal: Principal, scope: str) -> None:
     )
 
 
-def _scoped(handler: Handler, scope: str) -> Handler:
-    """`handler` behind the endpoint scope check of `scope`, made once when the table is built: the routes
-    without a scope (every model call) pay nothing for it per call."""
+def _scoped(handler: Handler, route: Route) -> Handler:
+    """`handler` behind the endpoint scope check of the route's `scope` (and, for a route that `writes`, the
+    read-only caller's refusal), made once when the table is built: the routes without a scope (every model
+    call) pay nothing for it per call."""
+    scope, what = route.scope, f"{route.method} {route.path}"
+    assert scope is not None
 
     async def checked(call: Call, receive: Receive, send: Send) -> None:
         if call.principal is not None:  # identified by the gateway before any handler runs
             in_scope(call.principal, scope)
+            if route.writes:
+                may_write(call.principal, what)
         await handler(call, receive, send)
 
     return checked
@@ -86,30 +93,36 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/route/explain", "explain"),
     Route("POST", "/v1/responses", "responses_create"),
     Route("GET", "/v1/responses/{response_id}", "responses_retrieve", scope="responses"),
-    Route("DELETE", "/v1/responses/{response_id}", "responses_delete", scope="responses"),
-    Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel", scope="responses"),
+    Route("DELETE", "/v1/responses/{response_id}", "responses_delete", scope="responses", writes=True),
+    Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel", scope="responses", writes=True),
     Route("GET", "/v1/responses/{response_id}/input_items", "responses_input_items", scope="responses"),
-    Route("POST", "/v1/conversations", "conversations_create", scope="responses"),
+    Route("POST", "/v1/conversations", "conversations_create", scope="responses", writes=True),
     Route("GET", "/v1/conversations/{conversation_id}", "conversations_retrieve", scope="responses"),
-    Route("POST", "/v1/conversations/{conversation_id}", "conversations_update", scope="responses"),
-    Route("DELETE", "/v1/conversations/{conversation_id}", "conversations_delete", scope="responses"),
+    Route("POST", "/v1/conversations/{conversation_id}", "conversations_update", scope="responses", writes=True),
+    Route("DELETE", "/v1/conversations/{conversation_id}", "conversations_delete", scope="responses", writes=True),
     Route("GET", "/v1/conversations/{conversation_id}/items", "conversation_items_list", scope="responses"),
-    Route("POST", "/v1/conversations/{conversation_id}/items", "conversation_items_create", scope="responses"),
+    Route(
+        "POST", "/v1/conversations/{conversation_id}/items", "conversation_items_create", scope="responses", writes=True
+    ),
     Route(
         "GET", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_retrieve", scope="responses"
     ),
     Route(
-        "DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", "conversation_item_delete", scope="responses"
+        "DELETE",
+        "/v1/conversations/{conversation_id}/items/{item_id}",
+        "conversation_item_delete",
+        scope="responses",
+        writes=True,
     ),
-    Route("POST", "/v1/memory/records", "memory_records_create", scope="memory"),
+    Route("POST", "/v1/memory/records", "memory_records_create", scope="memory", writes=True),
     Route("GET", "/v1/memory/records", "memory_records_list", scope="memory"),
     Route("GET", "/v1/memory/records/{record_id}", "memory_record_retrieve", scope="memory"),
-    Route("DELETE", "/v1/memory/records/{record_id}", "memory_record_delete", scope="memory"),
+    Route("DELETE", "/v1/memory/records/{record_id}", "memory_record_delete", scope="memory", writes=True),
     Route("POST", "/v1/memory/search", "memory_search", scope="memory"),
     Route("GET", "/v1/memory/namespaces", "memory_namespaces_list", scope="memory"),
-    Route("POST", "/v1/memory/namespaces", "memory_namespace_update", scope="memory"),
-    Route("DELETE", "/v1/memory/namespaces", "memory_namespace_delete", scope="memory"),
-    Route("DELETE", "/v1/memory/users/{user_id}", "memory_user_forget", scope="memory"),
+    Route("POST", "/v1/memory/namespaces", "memory_namespace_update", scope="memory", writes=True),
+    Route("DELETE", "/v1/memory/namespaces", "memory_namespace_delete", scope="memory", writes=True),
+    Route("DELETE", "/v1/memory/users/{user_id}", "memory_user_forget", scope="memory", writes=True),
     Route("GET", "/healthz", "health", identify=False, quiet=True),
     Route("GET", "/readyz", "ready", identify=False, quiet=True),
     Route("GET", "/openapi.json", "openapi", identify=False),
@@ -153,7 +166,7 @@ class RouteTable:
                 templates.setdefault(route.path[: route.path.index("{")], set()).add(route.path)
         for route in self.routes:
             handler = handlers[route.handler]
-            bound = (route, handler if route.scope is None else _scoped(handler, route.scope))
+            bound = (route, handler if route.scope is None else _scoped(handler, route))
             if "{" in route.path and len(templates[route.path[: route.path.index("{")]]) > 1:
                 pattern = re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(route.path)).encode())
                 methods = next((m for p, m in self._segments if p.pattern == pattern.pattern), None)

@@ -12,11 +12,11 @@ call past those is a 429 (`too_many_concurrent_requests`) at once. The other ten
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from ..schema.errors import ApiError
+from ..tenant_tally import TallyFull, TenantTurns
 from .asgi import Receive, Send
 from .pipeline import Call
 from .routes import Handler
@@ -24,18 +24,11 @@ from .routes import Handler
 WAITING_FACTOR = 32  # calls that may wait their turn, per call that may run: each waits before its body is read
 
 
-class _Turns:
-    __slots__ = ("gate", "users")
-
-    def __init__(self, running: int) -> None:
-        self.gate = asyncio.Semaphore(running)
-        self.users = 0  # running or waiting: dropped when none is
-
-
 class TenantGate:
     def __init__(self, running: int | None, setting: str) -> None:
         self.running, self.setting = running, setting
-        self._tenants: dict[str, _Turns] = {}
+        # Each tenant's calls running or waiting, and its turns (None: no bound, handlers are left as they are).
+        self._calls = None if running is None else TenantTurns(running, cap=running * (1 + WAITING_FACTOR))
 
     def guard(self, handler: Handler) -> Handler:
         if self.running is None:
@@ -50,25 +43,21 @@ class TenantGate:
 
     @contextlib.asynccontextmanager
     async def _turn(self, tenant: str) -> AsyncIterator[None]:
-        assert self.running is not None
-        turns = self._tenants.get(tenant)
-        if turns is None:
-            turns = self._tenants[tenant] = _Turns(self.running)
-        if turns.users >= self.running * (1 + WAITING_FACTOR):
+        assert self.running is not None and self._calls is not None
+        try:
+            self._calls.take(tenant)
+        except TallyFull as full:
             raise ApiError(
                 429,
-                f"Your tenant has {turns.users} of these requests running or waiting on this replica; at most "
+                f"Your tenant has {full.held} of these requests running or waiting on this replica; at most "
                 f"{self.running} run at once ({self.setting}) and {self.running * WAITING_FACTOR} wait. "
                 "Retry when some have finished.",
                 type="requests",
                 code="too_many_concurrent_requests",
                 headers={"retry-after": "1"},
-            )
-        turns.users += 1
+            ) from None
         try:
-            async with turns.gate:
+            async with self._calls.turns[tenant]:
                 yield
         finally:
-            turns.users -= 1
-            if not turns.users and self._tenants.get(tenant) is turns:
-                del self._tenants[tenant]
+            self._calls.give(tenant)

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from ..policy.pins import WORK_KINDS
@@ -102,16 +103,16 @@ class Admin:
         return self.walk(lambda after: self.call(name, None, {**(query or {}), "after": after}, **params))
 
     @staticmethod
-    def walk(page_after: Callable[[str | None], dict[str, Any]]) -> dict[str, Any]:
-        """Every page of a list answered a page at a time (`has_more`, `last_id`), `page_after(after)` reading
-        one: their `data` and `unreadable` joined."""
+    def walk(page_after: Callable[[str | None], dict[str, Any]], cursor: str = "last_id") -> dict[str, Any]:
+        """Every page of a list answered a page at a time (`has_more`, and `cursor`: `last_id`, or a usage
+        summary's `next_page`), `page_after(cursor)` reading one: their `data` and `unreadable` joined."""
         page = page_after(None)
         data, bad = list(page["data"]), list(page.get("unreadable", ()))
-        while page.get("has_more") and page.get("last_id"):
-            page = page_after(page["last_id"])
+        while page.get("has_more") and page.get(cursor):
+            page = page_after(page[cursor])
             data += page["data"]
             bad += page.get("unreadable", ())
-        out = {k: v for k, v in page.items() if k not in ("has_more", "last_id", "unreadable")}
+        out = {k: v for k, v in page.items() if k not in ("has_more", cursor, "unreadable")}
         return {**out, "data": data, **({"unreadable": bad} if bad else {})}
 
     def names(self, name: str, tenant: str | None = None) -> dict[str, str]:
@@ -718,7 +719,12 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
     tenant = api.tenant(a.tenant)
     query = {"group_by": a.by, "start": _day_start(a.since, "--from"), "end": _day_start(a.until, "--to", 1)}
     query["interval"] = a.per
-    out = api.call("tenant_usage", query=query, tenant=tenant) if tenant else api.call("org_usage", query=query)
+
+    def page(after: str | None) -> dict[str, Any]:
+        asked = {**query, "page": after}
+        return api.call("tenant_usage", query=asked, tenant=tenant) if tenant else api.call("org_usage", query=asked)
+
+    out = api.walk(page, "next_page")  # every page: a tenant's keys are an entry each
     if a.json:
         print_json(out)
         return
@@ -731,7 +737,9 @@ def _usage(a: argparse.Namespace, api: Admin) -> None:
         + (f" in tenant {named(tenant, api.names('list_tenants'))}" if tenant else " across tenants")
         + f", {period}"
     )
-    per = [e["bucket"] for e in out["data"]] if a.per else None  # one row per hour or day, oldest first
+    # Biggest cost first (within an hour or day, oldest first): the answer is in order of group, to be paged.
+    out["data"].sort(key=lambda e: (e.get("bucket", ""), -Decimal(e["cost"])))
+    per = [e["bucket"] for e in out["data"]] if a.per else None
     rows = [
         (
             *([per[i]] if per else []),

@@ -121,12 +121,13 @@ def _list(args) -> int:
             await _close(svc, engine)
 
     from ..config.contracts import encode_agreement
+    from ..config.decimals import plain
 
     rows = asyncio.run(run())
     if args.json:
         print_json(
             [
-                {**encode_agreement(a), "accrued": str(t.accrued) if t else "0", "calls": t.calls if t else 0}
+                {**encode_agreement(a), "accrued": plain(t.accrued) if t else "0", "calls": t.calls if t else 0}
                 for a, t in rows
             ]
         )

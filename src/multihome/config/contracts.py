@@ -32,7 +32,7 @@ from typing import Literal
 import msgspec
 
 from ..schema import admin_fields as fields
-from .decimals import places
+from .decimals import exact, places, plain
 from .errors import DATE_GOT_TIME, DATE_NOT_TIME
 from .struct import Strict
 
@@ -47,6 +47,7 @@ MAX_AMOUNT = Decimal(10**15)
 # the context to 0, so it was never reached.
 RATE_PLACES = 18
 AMOUNT_PLACES = 9
+DECIMALS = ("rate", "cap", "amount")  # an agreement's decimal fields (a revenue share's first two, a commitment's last)
 
 
 class Basis(Strict):
@@ -157,6 +158,9 @@ class ContractsConfigError(ValueError):
 
 def parse_contracts(data: object) -> ContractsConfig:
     """Convert the raw `contracts:` section (from YAML) and check it; errors name the key path."""
+    found = misspelled(data)
+    if found is not None:
+        raise ContractsConfigError(found)
     try:
         cfg = msgspec.convert(data or {}, ContractsConfig)
     except msgspec.ValidationError as exc:
@@ -169,6 +173,24 @@ def parse_contracts(data: object) -> ContractsConfig:
         raise ContractsConfigError(f"{where}: {what}") from None
     check(cfg)
     return cfg
+
+
+def misspelled(data: object) -> str | None:
+    """The first decimal (`DECIMALS`) of the raw `contracts:` section not spelled as JSON writes a number, with
+    its key path (None: none): read with Decimal(), a rate of "0_1" would be 1."""
+    sections = data if isinstance(data, dict) else {}
+    for section in ("revenue_share", "commitments"):
+        items = sections.get(section)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            for field in DECIMALS:
+                value = item.get(field) if isinstance(item, dict) else None
+                if value is None:
+                    continue
+                try:
+                    exact(value)
+                except ValueError as exc:
+                    return f"contracts.{section}[{i}].{field}: {exc}"
+    return None
 
 
 def check(cfg: ContractsConfig, providers: set[str] | None = None, model_groups: set[str] | None = None) -> None:
@@ -206,7 +228,13 @@ def agreements_of(cfg: ContractsConfig) -> list[Agreement]:
 
 
 def encode_agreement(a: Agreement) -> dict:
-    return msgspec.to_builtins(a)
+    """An agreement as JSON, its decimals in plain notation ("1E-18" is "0.000000000000000001")."""
+    out = msgspec.to_builtins(a)
+    for field in DECIMALS:
+        value = getattr(a, field, None)
+        if value is not None:
+            out[field] = plain(value)
+    return out
 
 
 def decode_agreement(data: dict) -> Agreement:

@@ -20,6 +20,7 @@ from .capture import CaptureConfig
 from .console import ConsoleConfig
 from .contracts import ContractsConfig, ContractsConfigError
 from .contracts import check as check_contracts
+from .contracts import misspelled as misspelled_contract
 from .decimals import places
 from .egress import EgressConfig
 from .errors import DATE_GOT_TIME, DATE_NOT_TIME, ConfigError
@@ -184,6 +185,9 @@ def parse_config(text: str, *, source: str = "<config>") -> Config:
     problems.extend(check_metering(config.metering, names["deployments"]))
     problems.extend(check_kms(config.kms))
     try:
+        misspelled = misspelled_contract(data.get("contracts"))
+        if misspelled is not None:  # before the checks of the values Decimal() read from it
+            raise ContractsConfigError(misspelled)
         check_contracts(config.contracts, names["providers"], names["model_groups"])
     except ContractsConfigError as exc:
         problems.append(str(exc))

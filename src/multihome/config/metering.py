@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .decimals import places
+from .decimals import exact, places
 from .struct import Strict
 
 # A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
@@ -106,11 +106,9 @@ def budget_problem(amount: str | int | float) -> str | None:
     """What is wrong with a config budget's amount (None: fine). Infinity would fail every call (500),
     "1e400" overflow the Redis counters, "1E-400" be a budget of 0."""
     try:
-        limit = Decimal(str(amount))
-    except ArithmeticError:
-        return f"not a number: {str(amount)[:64]!r}"
-    if not limit.is_finite():
-        return f"not a finite number: {str(amount)[:64]!r}"
+        limit = exact(amount)
+    except ValueError as exc:
+        return str(exc)
     if limit < 0:
         return "must not be negative"
     if limit > BUDGET_MAX:

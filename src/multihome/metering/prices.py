@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from ..accounting.record import Usage
+from ..config.decimals import plain
 
 MILLION = Decimal(1_000_000)
 NANOS = Decimal(1_000_000_000)  # counters hold integer nano-units of a currency (exact in Redis)
@@ -226,7 +227,7 @@ class DeploymentPrice:
 
 def text(amount: Decimal) -> str:
     """Canonical exact text: no exponent, no trailing zeros (2.50 -> "2.5", 1.5E-7 -> "0.00000015")."""
-    return format(amount.normalize(), "f") if amount else "0"
+    return plain(amount)
 
 
 def exact_text(units: int, exp: int) -> str:

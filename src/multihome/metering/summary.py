@@ -3,13 +3,19 @@ group/deployment, in total or per hour or day (the console's charts over time)."
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..schema.errors import echo
 from ..storage import row_reads
+from ..storage.errors import Invalid
 from ..storage.row_reads import Listed
 from .prices import NANOS, text
 from .tables import usage_calls as u
@@ -38,6 +44,42 @@ _BAD = row_reads.misfits(
 )
 
 
+class UsagePage(Listed[dict]):
+    """One page of a summary: `next_page`, the `page` that reads the next (None: this is the last)."""
+
+    next_page: str | None = None
+
+
+def _order(engine: AsyncEngine, group_by: str, per_tenant: bool, interval: str | None) -> list[sa.ColumnElement]:
+    """The columns a summary's entries are in order of, each the same for every call of an entry: its bucket, its
+    tenant (across tenants, by team or key), its group (NULL, a call of no team, first), its currency. So a page's last entry says where the next
+    page starts, in raw rows, whatever calls land meanwhile. The bucket is its expression, for WHERE (ORDER BY
+    names it by its output name)."""
+    col = GROUPS[group_by]
+    out = [*([u.c.tenant_id] if per_tenant else []), sa.func.coalesce(col, ""), sa.case((col.is_(None), 0), else_=1)]
+    out.append(u.c.currency)
+    return [_bucket(engine, interval), *out] if interval is not None else out
+
+
+def _page_token(values: tuple[Any, ...]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _page_values(page: str, width: int) -> tuple[Any, ...]:
+    """The order values a `next_page` holds; Invalid (a 400) for anything else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(page + "=" * (-len(page) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        values = None
+    if (
+        not isinstance(values, list)
+        or len(values) != width
+        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
+    ):
+        raise Invalid(f"page: '{echo(page)}' is not a next_page of this summary", field="page")
+    return tuple(values)
+
+
 def _bucket(engine: AsyncEngine, interval: str) -> sa.ColumnElement:
     if engine.dialect.name == "sqlite":
         return sa.func.strftime(_SQLITE_BUCKET[interval], u.c.started_at)
@@ -52,14 +94,19 @@ async def usage_summary(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     interval: str | None = None,
-) -> Listed[dict]:
-    """One entry per (group, currency), biggest cost first. `tenant=None`: the whole organisation.
+    limit: int | None = None,
+    page: str | None = None,
+) -> UsagePage:
+    """One entry per (group, currency) in order of group. `tenant=None`: the whole organisation.
     With `interval` (hour, day): one entry per (bucket, group, currency), oldest bucket first, each
     with its `bucket` (the interval's start, ISO 8601 UTC). Teams and keys are their tenant's own (two
     tenants may both have a team `ml`): across the organisation they are grouped by tenant too, and each
-    entry names its `tenant_id`. `.unreadable`: stored rows left out (SQLite), at most UNREADABLE_SHOWN."""
+    entry names its `tenant_id`. `limit` entries at most after the `page` (a `next_page`) given: a key a
+    tenant made (100,000) is an entry each. `.unreadable`: stored rows left out (SQLite), at most
+    MISFITS_SHOWN, on the first page."""
     col = GROUPS[group_by]
     per_tenant = tenant is None and group_by in ("team", "key")
+    order = _order(engine, group_by, per_tenant, interval)
     keys = [col.label("group"), u.c.currency]
     if per_tenant:
         keys.append(u.c.tenant_id)
@@ -93,9 +140,19 @@ async def usage_summary(
         where.append(u.c.started_at >= start)
     if end is not None:
         where.append(u.c.started_at < end)
+    after = [] if page is None else [row_reads.past(tuple(order), _page_values(page, len(order)))]
+    # The bucket by its output name in ORDER BY, as in GROUP BY; the others as themselves (grouped columns).
+    grouped = order[1:] if interval is not None else order
+    q = q.add_columns(*(c.label(f"o{i}") for i, c in enumerate(grouped)))
+    q = q.where(*where, *after, *row_reads.fitting(engine, _BAD))
+    q = q.order_by(*([sa.literal_column("bucket")] if interval is not None else []), *grouped)
+    if limit is not None:
+        q = q.limit(limit + 1)
     async with engine.connect() as conn:
-        result = (await conn.execute(q.where(*where, *row_reads.fitting(engine, _BAD)))).all()
-        unreadable = await row_reads.misfit_rows(conn, u, _BAD, where, "request_id")
+        result = (await conn.execute(q)).all()
+        unreadable = await row_reads.misfit_rows(conn, u, _BAD, where, "request_id") if page is None else ()
+    more = limit is not None and len(result) > limit
+    result = result[:limit] if more else result
     out = [
         {
             **({"bucket": r.bucket} if interval is not None else {}),
@@ -118,9 +175,10 @@ async def usage_summary(
         }
         for r in result
     ]
-    out.sort(key=lambda e: (-Decimal(e["cost"]), str(e[group_by]), e.get("tenant_id", "")))
-    if interval is not None:
-        out.sort(key=lambda e: e["bucket"])  # stable: within a bucket, biggest cost first
-    listed = Listed(out)
+    listed = UsagePage(out)
     listed.unreadable = unreadable
+    if more:
+        last = result[-1]._mapping
+        values = [*([last["bucket"]] if interval is not None else []), *(last[f"o{i}"] for i in range(len(grouped)))]
+        listed.next_page = _page_token(tuple(values))
     return listed

@@ -16,6 +16,9 @@ ORG_GRANTED = frozenset({ORG_ADMIN, AUDITOR})
 # `Route.scope`): `responses` also covers stored responses and conversations (OpenAI's Responses API),
 # `memory` the /v1/memory routes.
 ENDPOINT_SCOPES = ("chat", "embeddings", "messages", "responses", "memory")
+# Roles that write a tenant's stored state (memory, conversations, stored responses); a caller with none of them
+# but `auditor` reads it only (api/routes.py `Route.writes`).
+STATE_WRITERS = frozenset({ORG_ADMIN, TENANT_ADMIN, MEMBER})
 ALL_TENANTS = "*"  # the tenant of the bootstrap org-admin key, acting across tenants; never a stored tenant
 
 
@@ -32,3 +35,8 @@ class Principal(msgspec.Struct, frozen=True):
 
     def has_role(self, role: str) -> bool:
         return role in self.roles or ORG_ADMIN in self.roles
+
+    @property
+    def read_only(self) -> bool:
+        """An auditor's credential with no role that writes: it reads a tenant's stored state, never changes it."""
+        return AUDITOR in self.roles and self.roles.isdisjoint(STATE_WRITERS)

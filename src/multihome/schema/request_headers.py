@@ -13,6 +13,8 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
+from .errors import ApiError
+
 _INDEX = "multihome.header_index"
 _name = itemgetter(0)
 
@@ -55,3 +57,19 @@ def repeated(scope: dict[str, Any], name: bytes) -> bool:
     if len(index_of(scope)) == len(headers):  # no name repeated at all: the common case, no count
         return False
     return list(map(_name, headers)).count(name) > 1
+
+
+def single(scope: dict[str, Any], name: bytes) -> bytes | None:
+    """The value of header `name` (lower-case), one that takes a single value (a narrowing), or None; a 400 naming
+    it when it was sent more than once: a duplicate (a client's or a proxy's) would otherwise be read as its
+    first copy, silently not the narrowing the other asked for. Counted only when the header is there."""
+    value = header(scope, name)
+    if value is not None and repeated(scope, name):
+        shown = name.decode("latin-1")
+        raise ApiError(
+            400,
+            f"The request has more than one '{shown}' header; send it once, with every value in it.",
+            param=shown,
+            code="duplicate_header",
+        )
+    return value

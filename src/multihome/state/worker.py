@@ -31,7 +31,7 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
-from ..aio import wait_event
+from ..aio import cancel_and_wait, wait_event
 from ..storage.errors import outage
 from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
 
@@ -136,7 +136,7 @@ class JobWorker:
 
     async def _run(self, job: Job) -> None:
         work = asyncio.create_task(self.handlers[job.kind](job))
-        renewal = asyncio.create_task(self._renew_until_done(job, work))
+        renewal = asyncio.create_task(self._renew_until_done(job, work), name=f"job-{job.id}-renewal")
         try:
             try:
                 await asyncio.wait({work})
@@ -160,9 +160,11 @@ class JobWorker:
             else:
                 await self._settle(self.queue.finish(job, self.owner, DONE))
         finally:
-            renewal.cancel()
             self._running.pop(job.id, None)
             self._wake.set()  # a slot is free
+            # Its renewal ended too: none writes on after the job is let go, nor into a close (this task's own
+            # cancellation still propagates).
+            await cancel_and_wait(renewal)
 
     async def _renew_until_done(self, job: Job, work: asyncio.Task[None]) -> str:
         """Renew the lease until the work ends; cancel the work on a cancel request or a lost lease."""

@@ -14,10 +14,10 @@ from ..schema.principal import ENDPOINT_SCOPES, ROLES
 from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid, NotFound
-from .ids import new_id, new_key_prefix, new_key_secret
+from .ids import new_key_prefix, new_key_secret, timed_id
 from .keys import hash_key
 from .records import KeyRecord
-from .row_reads import Page, either, is_live, one, read_one, read_page
+from .row_reads import Page, by_creation, either, is_live, one, read_one, read_page
 from .rows import Unreadable
 from .tables import api_keys, teams
 from .tenancy import _metadata
@@ -86,7 +86,8 @@ class KeysRepo(StoreBase):
                 field="scopes_endpoints",
             )
         expires_at = _expiry(expires_at)
-        key_id = new_id("key")
+        now = utcnow()
+        key_id = timed_id("key", now)
         values = dict(
             id=key_id,
             tenant_id=tenant_id,
@@ -98,7 +99,7 @@ class KeysRepo(StoreBase):
             metadata=_metadata(metadata),
             expires_at=expires_at,
             revoked_at=None,
-            created_at=utcnow(),
+            created_at=now,
         )
         # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room
         # for one and all insert.
@@ -150,7 +151,7 @@ class KeysRepo(StoreBase):
         listed, so the whole list grows with every key ever made (the admin API's list is read a page at a time)."""
         q = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
         async with self._read() as conn:
-            return await read_page(conn, q, api_keys, rows.key, api_keys.c.created_at, limit, after)
+            return await read_page(conn, q, api_keys, rows.key, api_keys.c.created_at, limit, after, place=by_creation)
 
     async def key_roles(self, tenant_id: str, key_id: str) -> tuple[str, ...] | None:
         """The key's roles as stored, read on their own (its row as a whole may not be readable); None when

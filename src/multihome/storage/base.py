@@ -19,11 +19,16 @@ from .errors import Conflict, Invalid, NotFound
 from .ids import new_id
 from .pg_reads import HeldReads
 from .sqlite_readers import ReadersClosed, SqliteReaders, read_whole, usable
-from .tables import admin_events, api_keys, state_version, teams, tenants
+from .tables import admin_events, api_keys, snapshot_changes, state_version, teams, tenants
 
 _BUMP = sa.update(state_version).where(state_version.c.id == 1).values(version=state_version.c.version + 1)
 _VERSION = sa.select(state_version.c.version).where(state_version.c.id == 1)
 _VERSION_SQL = "SELECT version FROM state_version WHERE id = 1"
+_SEQ = "multihome_seq"  # conn.info: the version this write transaction bumped the counter to
+# snapshot_changes rows kept: a replica more than this many versions behind reloads everything. Pruned
+# once every CHANGES_PRUNE_EVERY versions, by the writer that reaches a multiple of it.
+CHANGES_KEPT = 20_000
+CHANGES_PRUNE_EVERY = 1_000
 T = TypeVar("T")
 
 if TYPE_CHECKING:
@@ -114,9 +119,13 @@ class StoreBase:
         conn = await write_connection(self.engine)
         try:
             async with conn.begin():
+                conn.info.pop(_SEQ, None)  # info outlives the checkout: a failed write's seq must not stay
                 if lock is not None:
                     await hold_lock(conn, lock)
                 yield conn
+                seq = conn.info.pop(_SEQ, None)
+                if seq is not None:
+                    await _stamp_changes(conn, seq)
         except IntegrityError as exc:
             raise Conflict(f"the change conflicts with stored data: {exc.orig}") from exc
         finally:
@@ -143,6 +152,7 @@ class StoreBase:
         nonempty(actor, "actor")
         await conn.execute(_BUMP)
         seq = (await conn.execute(_VERSION)).scalar_one()
+        conn.info[_SEQ] = seq  # `_write` stamps the transaction's snapshot_changes with it before the commit
         await conn.execute(
             sa.insert(admin_events).values(
                 seq=seq,
@@ -237,6 +247,17 @@ class StoreBase:
             await self._readers.close()
         if self._pg_reads is not None:
             await self._pg_reads.close()
+
+
+async def _stamp_changes(conn: AsyncConnection, seq: int) -> None:
+    """Stamp the snapshot_changes rows no transaction stamped yet (this one's, and any a write that bumped
+    nothing committed before it) with `seq`. Run after the bump, so under the counter's row lock to the
+    commit: the stamps are in commit order, and a replica that read version `seq` finds all of them."""
+    await conn.execute(sa.update(snapshot_changes).where(snapshot_changes.c.seq.is_(None)).values(seq=seq))
+    if seq % CHANGES_PRUNE_EVERY == 0 and seq > CHANGES_KEPT:
+        kept_from = seq - CHANGES_KEPT
+        await conn.execute(sa.delete(snapshot_changes).where(snapshot_changes.c.seq < kept_from))
+        await conn.execute(sa.update(state_version).where(state_version.c.id == 1).values(changes_from=kept_from))
 
 
 def _read_version(conn: Connection) -> int:

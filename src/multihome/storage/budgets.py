@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from ..config.decimals import places
+from ..config.decimals import exact, places
 from ..config.metering import BUDGET_MAX, BUDGET_PLACES
 from ..schema.errors import echo
 from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
@@ -72,12 +72,10 @@ def _check_authority(before: Any, role: str, lifts: str | None) -> None:
 
 def budget_amount(value: Any) -> str:
     """A positive amount of at most 9 decimal places (nano-units) as canonical text, else Invalid."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
-        raise Invalid('amount must be a number or a decimal string, e.g. "25.00"')
     try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise Invalid(f"amount must be a decimal number, e.g. \"25.00\", not '{echo(value)}'") from None
+        amount = exact(value)
+    except ValueError as exc:
+        raise Invalid(f"amount {exc}") from None
     if not amount.is_finite() or amount <= 0:
         raise Invalid(f"amount must be greater than 0, not '{echo(value)}'")
     if amount > MAX_AMOUNT:

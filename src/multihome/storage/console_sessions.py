@@ -32,9 +32,9 @@ import sqlalchemy as sa
 from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
 from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid
-from .ids import new_id
+from .ids import timed_id
 from .records import ConsoleSessionEnd, SessionEndKind
-from .row_reads import Page, read_page
+from .row_reads import Page, by_creation, read_page
 from .rows import _strict
 from .tables import console_session_ends
 
@@ -100,7 +100,7 @@ class ConsoleSessionsRepo(StoreBase):
         until = to_utc(expires_at, "expires_at") or utcnow()
         now = utcnow()
         record = ConsoleSessionEnd(
-            id=new_id("cse"),
+            id=timed_id("cse", now),
             kind="session",
             session_id=session_id,
             tenant_id=tenant_id,
@@ -171,7 +171,7 @@ class ConsoleSessionsRepo(StoreBase):
                 field="not_before",
             )
         record = ConsoleSessionEnd(
-            id=new_id("cse"),
+            id=timed_id("cse", now),
             kind=kind,
             session_id=None,
             tenant_id=tenant_id,
@@ -237,6 +237,7 @@ class ConsoleSessionsRepo(StoreBase):
                 limit,
                 after,
                 marks=q,
+                place=by_creation,
             )
 
 

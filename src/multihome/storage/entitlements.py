@@ -20,17 +20,29 @@ from ..policy.model import globs_overlap
 from ..schema import admin_fields as fields
 from ..schema.errors import echo
 from . import rows
-from .base import StoreBase, checked, nonempty, utcnow
+from .base import StoreBase, checked, nonempty, refuse_past, utcnow
 from .errors import Conflict, Invalid
-from .ids import new_id
+from .ids import timed_id
 from .records import Entitlement
-from .row_reads import Listed, read_all, read_one
+from .row_reads import Page, by_creation, read_all, read_one, read_page
 from .rows import Unreadable
 from .tables import entitlements
 
 # Not one lock per model group: a family grant ("legal-*") and an exact one ("legal-ft") collide
 # without sharing a name. Grants are rare admin changes, so serialising all of them costs nothing.
 _GRANT_LOCK = "entitlement-grants"
+# Grants not revoked of one tenant at most: every replica's snapshot holds each (docs/storage.md).
+MAX_LIVE_PER_TENANT = 1_000
+
+
+def check_model_group(model_group: str) -> None:
+    """Invalid unless `model_group` is a name, or a family glob with its one `*` last ("legal-*")."""
+    nonempty(model_group, "model_group")
+    if "*" in model_group[:-1]:
+        raise Invalid(
+            f"model_group may use '*' only as its last character (a family such as 'legal-*'), not '{echo(model_group)}'",
+            field="model_group",
+        )
 
 
 class EntitlementsRepo(StoreBase):
@@ -45,26 +57,22 @@ class EntitlementsRepo(StoreBase):
         note: str = "",
         actor: str,
     ) -> Entitlement:
-        nonempty(model_group, "model_group")
-        if "*" in model_group[:-1]:
-            raise Invalid(
-                f"model_group may use '*' only as its last character (a family such as 'legal-*'), not '{echo(model_group)}'",
-                field="model_group",
-            )
+        check_model_group(model_group)
         checked(fields.day(starts_on, "starts_on"))
         checked(fields.day(ends_on, "ends_on"))
         if ends_on < starts_on:
             raise Invalid(f"ends_on {ends_on} is before starts_on {starts_on}")
         nonempty(note, "note", fields.TEXT_MAX, required=False)
+        now = utcnow()
         ent = Entitlement(
-            id=new_id("ent"),
+            id=timed_id("ent", now),
             tenant_id=tenant_id,
             model_group=model_group,
             starts_on=starts_on,
             ends_on=ends_on,
             exclusive=bool(exclusive),
             note=note,
-            created_at=utcnow(),
+            created_at=now,
             revoked_at=None,
         )
         async with self._write(lock=_GRANT_LOCK) as conn:
@@ -103,6 +111,11 @@ class EntitlementsRepo(StoreBase):
                     f"from {other.starts_on} to {other.ends_on}",
                     conflicting=other.id,
                 )
+            live = (entitlements.c.tenant_id == tenant_id, entitlements.c.revoked_at.is_(None))
+            advice = "revoke one it no longer needs first"
+            await refuse_past(
+                conn, entitlements, live, MAX_LIVE_PER_TENANT, tenant_id, "entitlements not revoked", advice
+            )
             await conn.execute(
                 sa.insert(entitlements).values(
                     id=ent.id,
@@ -138,14 +151,17 @@ class EntitlementsRepo(StoreBase):
         async with self._read() as conn:
             return await read_one(conn, q, entitlements, rows.entitlement, "entitlement", entitlement_id, tenant_id)
 
-    async def list_entitlements(self, tenant_id: str, *, include_revoked: bool = False) -> Listed[Entitlement]:
-        """The tenant's readable grants; `.unreadable` reports the others."""
+    async def page_entitlements(
+        self, tenant_id: str, limit: int, after: str | None = None, *, include_revoked: bool = False
+    ) -> Page[Entitlement]:
+        """A page of the tenant's grants, oldest first, after the grant `after` (its id); `.unreadable` reports
+        the page's rows that cannot be read. Revoked grants stay stored: the list grows with every grant made."""
         q = sa.select(entitlements).where(entitlements.c.tenant_id == tenant_id)
         if not include_revoked:
             q = q.where(entitlements.c.revoked_at.is_(None))
-        q = q.order_by(entitlements.c.model_group, entitlements.c.starts_on)
+        order = entitlements.c.created_at
         async with self._read() as conn:
-            return await read_all(conn, q, entitlements, rows.entitlement)
+            return await read_page(conn, q, entitlements, rows.entitlement, order, limit, after, place=by_creation)
 
     async def revoke_entitlement(self, tenant_id: str, entitlement_id: str, *, actor: str) -> Entitlement | Unreadable:
         return await self._revoke(

@@ -27,7 +27,7 @@ from .engine import create_engine, is_sqlite, normalize_url, write_connection
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0028"  # the newest migration's revision: update it with every new migration (a test checks it)
+HEAD = "0029"  # the newest migration's revision: update it with every new migration (a test checks it)
 MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATE_LOCK = 0x6D68_6D69_6772  # pg_advisory_xact_lock key for "one migrator at a time"
 

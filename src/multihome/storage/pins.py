@@ -16,13 +16,16 @@ import sqlalchemy as sa
 from ..policy.pins import StatefulPin as EnginePin
 from ..policy.pins import pin_problems
 from . import rows
-from .base import StoreBase, as_utc, utcnow
+from .base import StoreBase, as_utc, refuse_past, utcnow
 from .errors import Invalid
-from .ids import new_id
+from .ids import timed_id
 from .records import StatefulPin
-from .row_reads import Listed, read_all, read_one
+from .row_reads import Page, by_creation, read_one, read_page
 from .rows import Unreadable
 from .tables import stateful_pins
+
+# Pins not revoked of one tenant at most: every replica's snapshot holds each, ended or not (docs/storage.md).
+MAX_LIVE_PER_TENANT = 1_000
 
 
 def pin_from_row(r: Any) -> StatefulPin:
@@ -75,7 +78,7 @@ class PinsRepo(StoreBase):
         if problems:
             raise Invalid("; ".join(problems[:5]))
         pin = StatefulPin(
-            id=new_id("pin"),
+            id=timed_id("pin", now),
             tenant_id=tenant_id,
             providers=providers,
             data_zones=data_zones,
@@ -86,8 +89,12 @@ class PinsRepo(StoreBase):
             created_at=now,
             revoked_at=None,
         )
-        async with self._write() as conn:
+        # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room.
+        async with self._write(lock=f"stateful-pins:{tenant_id}") as conn:
             await self._require_tenant(conn, tenant_id)
+            live = (stateful_pins.c.tenant_id == tenant_id, stateful_pins.c.revoked_at.is_(None))
+            advice = "revoke one it no longer needs first"
+            await refuse_past(conn, stateful_pins, live, MAX_LIVE_PER_TENANT, tenant_id, "pins not revoked", advice)
             await conn.execute(
                 sa.insert(stateful_pins).values(
                     id=pin.id,
@@ -119,13 +126,18 @@ class PinsRepo(StoreBase):
         async with self._read() as conn:
             return await read_one(conn, q, stateful_pins, _PIN, "stateful pin", pin_id, tenant_id)
 
-    async def list_pins(self, tenant_id: str, *, include_revoked: bool = False) -> Listed[StatefulPin]:
-        """The tenant's pins as stored (policy/pins.py checks them); `.unreadable`: those the driver cannot decode."""
+    async def page_pins(
+        self, tenant_id: str, limit: int, after: str | None = None, *, include_revoked: bool = False
+    ) -> Page[StatefulPin]:
+        """A page of the tenant's pins as stored (policy/pins.py checks them), oldest first, after the pin `after`
+        (its id); `.unreadable`: those the driver cannot decode. Revoked pins stay stored: the list grows with
+        every pin made."""
         q = sa.select(stateful_pins).where(stateful_pins.c.tenant_id == tenant_id)
         if not include_revoked:
             q = q.where(stateful_pins.c.revoked_at.is_(None))
+        order = stateful_pins.c.created_at
         async with self._read() as conn:
-            return await read_all(conn, q.order_by(stateful_pins.c.created_at, stateful_pins.c.id), stateful_pins, _PIN)
+            return await read_page(conn, q, stateful_pins, _PIN, order, limit, after, place=by_creation)
 
     async def revoke_pin(self, tenant_id: str, pin_id: str, *, actor: str) -> StatefulPin | Unreadable:
         return await self._revoke(

@@ -18,10 +18,10 @@ from ..schema.principal import ORG_ADMIN, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, as_utc, checked, nonempty, refuse_past, utcnow
 from .errors import Invalid, NotFound, StorageError
-from .ids import new_id
+from .ids import timed_id
 from .key_roles import refuse_privileged_key
 from .records import BudgetRole, Policy, PolicyScope
-from .row_reads import Page, either, one, read_one, read_page
+from .row_reads import Page, by_creation, either, one, read_one, read_page
 from .rows import Unreadable
 from .tables import policies
 
@@ -132,7 +132,7 @@ class PoliciesRepo(StoreBase):
         nonempty(description, "description", fields.TEXT_MAX, required=False)
         now = utcnow()
         policy = Policy(
-            id=new_id("pol"),
+            id=timed_id("pol", now),
             tenant_id=tenant_id,
             scope=scope,
             scope_id=scope_id or tenant_id,
@@ -222,7 +222,7 @@ class PoliciesRepo(StoreBase):
         `after` (its id); `.unreadable`: those of the page the driver cannot decode."""
         q = sa.select(policies).where(policies.c.tenant_id == tenant_id)
         async with self._read() as conn:
-            return await read_page(conn, q, policies, _POLICY, policies.c.created_at, limit, after)
+            return await read_page(conn, q, policies, _POLICY, policies.c.created_at, limit, after, place=by_creation)
 
     async def update_policy(
         self,

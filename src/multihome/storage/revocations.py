@@ -29,9 +29,9 @@ from ..schema.principal import ORG_ADMIN, ORG_GRANTED, TENANT_ADMIN
 from . import rows
 from .base import StoreBase, nonempty, refuse_past, to_utc, utcnow
 from .errors import Invalid, NotFound, StorageError
-from .ids import new_id
+from .ids import timed_id
 from .records import RevocationKind, TokenRevocation
-from .row_reads import Page, either, one, read_one, read_page
+from .row_reads import Page, by_creation, either, one, read_one, read_page
 from .rows import Unreadable
 from .tables import token_revocations
 
@@ -143,7 +143,7 @@ class RevocationsRepo(StoreBase):
             what = "the token has expired already, so it needs no revocation" if kind == "jti" else "it must be later"
             raise Invalid(f"expires_at is in the past: {what}", field="expires_at")
         record = TokenRevocation(
-            id=new_id("rev"),
+            id=timed_id("rev", now),
             tenant_id=tenant_id,
             kind=kind,
             issuer=issuer,
@@ -223,7 +223,15 @@ class RevocationsRepo(StoreBase):
         listed = q.where(live_revocations(utcnow())) if live_only else q
         async with self._read() as conn:
             return await read_page(
-                conn, listed, token_revocations, rows.revocation, token_revocations.c.created_at, limit, after, marks=q
+                conn,
+                listed,
+                token_revocations,
+                rows.revocation,
+                token_revocations.c.created_at,
+                limit,
+                after,
+                marks=q,
+                place=by_creation,
             )
 
     async def delete_token_revocation(

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from ..schema.errors import echo
 from . import rows
 from .errors import Invalid, NotFound, UnreadableRow
+from .ids import minted_at
 from .rows import Fields, Unreadable
 
 T = TypeVar("T")
@@ -76,6 +77,20 @@ class Page(Listed[T]):
 
 
 Order = sa.ColumnElement | tuple[sa.ColumnElement, ...]
+# Where a cursor's row was in the list's order (the values of its `order` columns), read from its key: for a
+# row deleted between two pages. None: its key does not say.
+Place = Callable[[str], tuple[Any, ...] | None]
+
+
+def by_creation(after: str) -> tuple[Any, ...] | None:
+    """The place of a row in a list ordered by `created_at`, from its id (storage/ids.py `timed_id`)."""
+    at = minted_at(after)
+    return None if at is None else (at,)
+
+
+def by_key(after: str) -> tuple[Any, ...]:
+    """The place of a row in a list ordered by its key alone (a name): the key."""
+    return (after,)
 
 
 async def read_page(
@@ -88,13 +103,13 @@ async def read_page(
     after: str | None,
     key: sa.ColumnElement | None = None,
     marks: sa.Select | None = None,
+    place: Place | None = None,
 ) -> Page[T]:
-    """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after` (Invalid, a 400, when
-    `marks`, default `query`, has no such row), `limit` at most. `key`: the column the API names a row by, unique
-    in `query` (default the id). Their keys are read first (`page_keys`), then the rows, so a row that cannot be
-    read takes its place in the page like any other."""
+    """The rows of `query` in (`order`, `key`) order after the row whose `key` is `after`, `limit` at most.
+    `key`: the column the API names a row by, unique in `query` (default the id). Their keys are read first
+    (`page_keys`), then the rows, so a row that cannot be read takes its place in the page like any other."""
     key = table.c.id if key is None else key
-    page, more = await page_keys(conn, query, order, limit, after, key, marks)
+    page, more = await page_keys(conn, query, order, limit, after, key, marks, place)
     out: Page[T] = Page()
     out.more = more
     if page:
@@ -113,19 +128,23 @@ async def page_keys(
     after: str | None,
     key: sa.ColumnElement,
     marks: sa.Select | None = None,
+    place: Place | None = None,
 ) -> tuple[list[Any], bool]:
-    """The `key`s of `query`'s rows in (`order`, `key`) order after the row whose `key` is `after` (Invalid when
-    `marks` has no such row), `limit` at most, and whether more follow (one more is read). `marks` (default
+    """The `key`s of `query`'s rows in (`order`, `key`) order after the row whose `key` is `after`, `limit` at
+    most, and whether more follow (one more is read). The cursor's place is its row's in `marks` (default
     `query`): the rows a cursor may name, for a list narrowed to live rows the same rows expired too, so that a
-    walk goes on past a page whose last row expired since it was read."""
+    walk goes on past a page whose last row expired since it was read; a row no longer there (deleted between
+    two pages) is placed by `place` from its key; Invalid (a 400) when neither knows it."""
     columns = (*_columns(order), key)
     if after is not None:
         held = _UNSTORABLE.search(after) is None  # else no row's: not asked (PostgreSQL refuses the query)
         where = (query if marks is None else marks).with_only_columns(*columns[:-1]).where(key == after)
         mark = (await conn.execute(where)).first() if held else None
+        if mark is None and held and place is not None:
+            mark = place(after)
         if mark is None:
             raise Invalid(f"after: '{echo(after)}' is not the id of a row of this list")
-        query = query.where(_past(columns, (*mark, after)))
+        query = query.where(past(columns, (*mark, after)))
     ordered = query.order_by(*columns).with_only_columns(key).limit(limit + 1)
     keys = [r[0] for r in (await conn.execute(ordered)).all()]
     return keys[:limit], len(keys) > limit
@@ -135,7 +154,7 @@ def _columns(order: Order) -> tuple[sa.ColumnElement, ...]:
     return order if isinstance(order, tuple) else (order,)
 
 
-def _past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
+def past(columns: tuple[sa.ColumnElement, ...], values: tuple[Any, ...]) -> sa.ColumnElement[bool]:
     """The rows after `values` in the order of `columns` (each compared in turn: no row values, which not every
     SQLite build compares)."""
     after = columns[-1] > values[-1]

@@ -1,8 +1,9 @@
 """The hot-path view: everything identity and policy need, held in memory and refreshed on change.
 
 `SnapshotCache` polls the store's one-row version counter every `interval_s` (one indexed
-single-row read) and reloads the whole snapshot only when it moved. A change committed on any
-replica is therefore served by every replica within `interval_s` + one snapshot load.
+single-row read) and reloads the snapshot only when it moved, reading only the rows changed since
+the snapshot it holds (storage/snapshot_load.py). A change committed on any replica is therefore
+served by every replica within `interval_s` + one snapshot load.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -52,6 +53,8 @@ class Snapshot(msgspec.Struct, frozen=True):
     # The tenants (None: every tenant) with a token revocation that cannot be read (rows.token_refusals).
     tokens_refused: frozenset[str | None] = frozenset()
     session_ends: tuple[ConsoleSessionEnd, ...] = ()  # console session ends not yet expired when loaded
+    # What it was built from (storage/snapshot_load.py Held), for the next load to read only what changed since.
+    held: Any = None
 
     def key_index(self) -> KeyIndex:
         return KeyIndex(self.keys)
@@ -134,7 +137,7 @@ class SnapshotCache:
                 pass
 
     async def refresh(self) -> Snapshot:
-        snap = await self._store.snapshot()
+        snap = await self._store.snapshot(since=self._snapshot)
         if self._snapshot is None or snap.version >= self._snapshot.version:
             self._snapshot, self._keys, self._revocations = snap, snap.key_index(), snap.revocation_index()
             self._session_ends = SessionEndIndex(snap.session_ends)

@@ -13,31 +13,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import migrate as _migrate
-from . import row_reads, rows
+from . import row_reads, rows, snapshot_load
 from .apikeys import KeysRepo
-from .base import as_utc, utcnow
+from .base import as_utc
 from .budgets import BudgetsRepo
-from .console_sessions import ConsoleSessionsRepo, live_session_ends, session_end
+from .console_sessions import ConsoleSessionsRepo
 from .engine import create_engine
 from .entitlements import EntitlementsRepo
 from .errors import Invalid, SchemaOutOfDate
-from .pins import PinsRepo, pin_from_row
-from .policies import PoliciesRepo, policy_from_row
+from .pins import PinsRepo
+from .policies import PoliciesRepo
 from .records import AdminEvent
-from .revocations import RevocationsRepo, live_revocations
+from .revocations import RevocationsRepo
 from .snapshot import Snapshot
 from .tables import (
     admin_events,
-    api_keys,
-    budgets,
-    console_session_ends,
-    entitlements,
-    policies,
-    state_version,
-    stateful_pins,
-    teams,
-    tenants,
-    token_revocations,
 )
 from .tenancy import TenancyRepo
 
@@ -73,74 +63,13 @@ class Store(
         if current != head:
             raise SchemaOutOfDate(current, head)
 
-    async def snapshot(self) -> Snapshot:
-        """Everything the hot path needs, read in one consistent transaction.
+    async def snapshot(self, since: Snapshot | None = None) -> Snapshot:
+        """Everything the hot path needs, read in one consistent transaction: whole, or given the previous
+        snapshot (`since`), only the rows changed since it (storage/snapshot_load.py).
 
         A row that cannot be read is left out and reported, never fails the whole read (storage/rows.py):
         the snapshot says whom that refuses, fail closed."""
-        bad: list[rows.Unreadable] = []
-        conn = await self.engine.connect()
-        try:
-            if not self._sqlite:  # one MVCC snapshot for all the reads below
-                conn = await conn.execution_options(isolation_level="REPEATABLE READ")
-            async with conn.begin():
-                version = (
-                    await conn.execute(sa.select(state_version.c.version).where(state_version.c.id == 1))
-                ).scalar_one()
-
-                async def read(table: sa.Table, query: sa.Select) -> list:
-                    found, unreadable = await rows.fetch(conn, query, table)
-                    bad.extend(unreadable)
-                    return found
-
-                ten = await read(tenants, sa.select(tenants))
-                tms = await read(teams, sa.select(teams))
-                keys = await read(api_keys, sa.select(api_keys).where(api_keys.c.revoked_at.is_(None)))
-                pols = await read(policies, sa.select(policies).order_by(policies.c.created_at, policies.c.id))
-                ents = await read(
-                    entitlements,
-                    sa.select(entitlements)
-                    .where(entitlements.c.revoked_at.is_(None))
-                    .order_by(entitlements.c.model_group, entitlements.c.starts_on),
-                )
-                pins = await read(
-                    stateful_pins,
-                    sa.select(stateful_pins)
-                    .where(stateful_pins.c.revoked_at.is_(None))
-                    .order_by(stateful_pins.c.created_at, stateful_pins.c.id),
-                )
-                buds = await read(budgets, sa.select(budgets).order_by(budgets.c.created_at, budgets.c.id))
-                revs = await read(
-                    token_revocations,
-                    sa.select(token_revocations)
-                    .where(live_revocations(utcnow()))
-                    .order_by(token_revocations.c.created_at, token_revocations.c.id),
-                )
-                # Reported if unreadable, but refusing no tenant's calls: a console session end restricts
-                # only console sessions (docs/console.md "Ending sessions").
-                ends, ends_bad = await rows.fetch(
-                    conn, sa.select(console_session_ends).where(live_session_ends(utcnow())), console_session_ends
-                )
-        finally:
-            await conn.close()
-        good_keys = rows.convert("api_keys", keys, rows.key, bad)
-        snap = Snapshot(
-            version=version,
-            tenants={t.id: t for t in rows.convert("tenants", ten, rows.tenant, bad)},
-            teams={t.id: t for t in rows.convert("teams", tms, rows.team, bad)},
-            keys={k.prefix: k for k in good_keys},
-            # Policies and pins as stored: api/policy_gate.py refuses the tenant of one it cannot read.
-            policies=tuple(rows.convert("policies", pols, rows.lenient(policy_from_row), bad)),
-            entitlements=tuple(rows.convert("entitlements", ents, rows.entitlement, bad)),
-            stateful_pins=tuple(rows.convert("stateful_pins", pins, rows.lenient(pin_from_row), bad)),
-            budgets=tuple(rows.convert("budgets", buds, rows.budget, bad)),
-            revocations=tuple(rows.convert("token_revocations", revs, rows.revocation, bad)),
-            refused=rows.refusals(bad),
-            tokens_refused=rows.token_refusals(bad),
-            session_ends=tuple(rows.convert("console_session_ends", ends, session_end, ends_bad)),
-            unreadable=tuple(bad + ends_bad),
-        )
-        return snap
+        return await snapshot_load.load(self, since)
 
     async def admin_events(
         self, tenant_id: str | None = None, *, limit: int = 100, after: int | None = None

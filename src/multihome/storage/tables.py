@@ -1,7 +1,7 @@
 """Table definitions: the single source of truth the migrations must match (a test checks it).
 
-Ids are readable prefixed random strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`,
-`bud_...`, `rev_...`, `evt_...`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
+Ids are readable prefixed strings (`ten_...`, `team_...`, `key_...`, `pol_...`, `ent_...`, `bud_...`, `rev_...`,
+`evt_...`): random, or, for the rows of a list read oldest first, their `created_at` then random (ids.py `timed_id`). Timestamps are UTC. JSON columns hold plain JSON (dicts/lists of str, numbers, bools).
 """
 
 from __future__ import annotations
@@ -463,6 +463,18 @@ memory_tombstones = sa.Table(
     sa.Column("created_at", TS, nullable=False),
 )
 
+# Which snapshot row (table, id) changed at which version (storage/snapshot_load.py): written by a trigger on each
+# table the snapshot holds, with `seq` NULL, and stamped by the writing transaction with the version it bumped
+# (storage/base.py `_write`), under the counter's row lock: in commit order, like admin_events' `seq`. A
+# replica reads the rows changed since the version it holds; rows older than CHANGES_KEPT versions are pruned.
+snapshot_changes = sa.Table(
+    "snapshot_changes",
+    metadata,
+    sa.Column("seq", sa.BigInteger, nullable=True, index=True),
+    sa.Column("tbl", sa.String(40), nullable=False),
+    sa.Column("row_id", sa.String(40), nullable=False),
+)
+
 # `seq` is the state_version the change produced: a gap-free total order in commit order.
 admin_events = sa.Table(
     "admin_events",
@@ -483,5 +495,7 @@ state_version = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("version", sa.BigInteger, nullable=False),
+    # The lowest version whose snapshot_changes are all still held: a replica that saw an older one reloads all.
+    sa.Column("changes_from", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("id = 1", name="one_row"),
 )

@@ -13,10 +13,10 @@ from . import rows
 from .base import StoreBase, checked, nonempty, refuse_past, utcnow
 from .budgets import Outranked
 from .errors import Conflict, Invalid, NotFound
-from .ids import new_id
+from .ids import new_id, timed_id
 from .policies import PolicyOutranked
 from .records import Team, Tenant
-from .row_reads import Listed, Page, read_all, read_one, read_page
+from .row_reads import Listed, Page, by_creation, read_all, read_one, read_page
 from .tables import api_keys, budgets, entitlements, policies, stateful_pins, teams, tenants
 
 # Teams of one tenant at most: every replica holds each (the snapshot), so a tenant admin making team after
@@ -139,7 +139,8 @@ class TenancyRepo(StoreBase):
     # -- teams --------------------------------------------------------------------------------
 
     async def create_team(self, tenant_id: str, name: str, *, actor: str) -> Team:
-        team = Team(id=new_id("team"), tenant_id=tenant_id, name=nonempty(name, "name"), created_at=utcnow())
+        now = utcnow()
+        team = Team(id=timed_id("team", now), tenant_id=tenant_id, name=nonempty(name, "name"), created_at=now)
         # One lock per tenant (PostgreSQL; SQLite serializes writes): concurrent creates cannot all count room
         # for one and all insert.
         async with self._write(lock=f"teams:{tenant_id}") as conn:
@@ -173,11 +174,11 @@ class TenancyRepo(StoreBase):
             return await read_one(conn, q, teams, rows.team, "team", team_id, tenant_id)
 
     async def page_teams(self, tenant_id: str, limit: int, after: str | None = None) -> Page[Team]:
-        """A page of the tenant's teams by name, after the team `after` (its id); `.unreadable` reports the rows of
+        """A page of the tenant's teams, oldest first, after the team `after` (its id); `.unreadable` reports the rows of
         the page that cannot be read. A tenant may hold 10,000 teams: the admin API reads them a page at a time."""
         q = sa.select(teams).where(teams.c.tenant_id == tenant_id)
         async with self._read() as conn:
-            return await read_page(conn, q, teams, rows.team, teams.c.name, limit, after)
+            return await read_page(conn, q, teams, rows.team, teams.c.created_at, limit, after, place=by_creation)
 
     async def delete_team(self, tenant_id: str, team_id: str, *, actor: str, role: str = ORG_ADMIN) -> None:
         """Refused while the team has usable keys; revoked keys are detached, team policies and budgets go.

@@ -6,8 +6,10 @@ noted with what began it (a task of the event loop, or a thread) and when, and f
 one dict entry per write transaction, nothing per read or per call. The event loop's own commits
 (sqlite_threads.py `write_here`) are left out: each begins and ends within one step of the loop, unsynced, so no
 write of this process waits for one, and the Responses path pays nothing more. The warning looks
-at each entry's connection: one still in its transaction is a holder; one closed in the middle of its transaction is
-named too (SQLite keeps a closed connection's transaction, and its lock, while a statement of it is still unfinished).
+at each entry's sqlite3 connection: one still in its transaction is a holder; one closed in the middle of its
+transaction is named too while a cursor of it is left (sqlite3 closes with sqlite3_close_v2, which keeps the
+connection, its transaction and the lock until its last statement is finalized, and after the close only a cursor
+holds a statement), and forgotten once none is (SQLite has then closed it and rolled its transaction back).
 At most one warning per busy timeout: an outage of the database file fails every write, and each caller logs its own.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sqlite3
 import threading
@@ -23,9 +26,10 @@ from typing import Any
 
 log = logging.getLogger("multihome.storage")
 
-# driver connection's id -> (the connection: sqlite3's or aiosqlite's, the task or thread that began, when). Names, not
-# the tasks themselves: a task kept here would keep its frames, and a cancelled one's statement with them.
-_held: dict[int, tuple[Any, str, float]] = {}
+# driver connection's id -> (the connection: sqlite3's or aiosqlite's, its sqlite3 connection, the task or thread that
+# began, when). Names, not the tasks themselves: a task kept here would keep its frames, and a cancelled one's
+# statement with them. The driver is kept so that its id names no other connection while the entry lasts.
+_held: dict[int, tuple[Any, sqlite3.Connection, str, float]] = {}
 _BUSY_SNAPSHOT = 517  # SQLITE_BUSY_SNAPSHOT
 _MOST = 64  # entries kept: past that, those whose connection is no longer in a transaction are dropped
 _CLOSED = " (its connection was closed mid-transaction: it keeps the lock while a statement of it is unfinished)"
@@ -36,7 +40,8 @@ def began(driver: Any) -> None:
     """`driver` (a sqlite3 or aiosqlite connection) holds the write lock from now."""
     if len(_held) >= _MOST:
         _prune()
-    _held[id(driver)] = (driver, _holder(), time.monotonic())
+    raw = getattr(driver, "_connection", None) or driver  # aiosqlite's sqlite3 connection (dropped at its close)
+    _held[id(driver)] = (driver, raw, _holder(), time.monotonic())
 
 
 def begin_immediate(raw: sqlite3.Connection, timeout_s: float) -> None:
@@ -92,28 +97,34 @@ def waited_out(exc: BaseException, timeout_s: float) -> None:
 
 
 def describe(now: float | None = None) -> list[str]:
-    """Each connection of this process holding the write lock, with what began its transaction and how long ago."""
+    """Each connection of this process holding the write lock, with what began its transaction and how long ago. A
+    connection closed mid-transaction with no cursor left is forgotten here: it holds nothing any more."""
     now = time.monotonic() if now is None else now
+    entries = [(key, entry, _state(entry[1])) for key, entry in list(_held.items())]
+    closed = [raw for _, (_, raw, _, _), state in entries if state == _CLOSED]
+    stepping = (
+        {id(c.connection) for c in gc.get_referrers(*closed) if isinstance(c, sqlite3.Cursor)} if closed else set()
+    )
     out = []
-    for driver, holder, since in list(_held.values()):
-        state = _state(driver)
-        if state is None:
-            continue
-        out.append(f"{holder} for {now - since:.1f} s{state}")
+    for key, (_, raw, holder, since), state in entries:
+        if state == _CLOSED and id(raw) not in stepping:
+            _held.pop(key, None)  # (a closed connection never begins again: no later entry is under its key)
+        elif state is not None:
+            out.append(f"{holder} for {now - since:.1f} s{state}")
     return out
 
 
-def _state(driver: Any) -> str | None:
+def _state(raw: sqlite3.Connection) -> str | None:
     """'' for a connection in its transaction, a remark for a closed one, None for one whose transaction is over."""
     try:
-        return "" if driver.in_transaction else None
-    except Exception:  # closed (sqlite3's ProgrammingError, aiosqlite's ValueError): closed mid-transaction
+        return "" if raw.in_transaction else None
+    except Exception:  # closed (sqlite3.ProgrammingError): closed mid-transaction
         return _CLOSED
 
 
 def _prune() -> None:
-    for key, (driver, _, _) in list(_held.items()):
-        if _state(driver) != "":
+    for key, (_, raw, _, _) in list(_held.items()):
+        if _state(raw) != "":
             _held.pop(key, None)
 
 

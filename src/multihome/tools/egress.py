@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 
 from ..config.egress import EgressConfig
 from ..schema.errors import echo
+from ..tenant_tally import TallyFull, TenantTally
 
 Address = IPv4Address | IPv6Address
 
@@ -159,9 +159,7 @@ class _Resolver:
 
     def __init__(self, pending: int, per_tenant: int, name: str) -> None:
         self.pending, self.per_tenant, self.name = pending, per_tenant, name
-        self._lock = threading.Lock()  # the counts are given back on the resolver's threads
-        self._running = 0
-        self._by_tenant: dict[str, int] = {}
+        self._lookups = TenantTally(per_tenant, total=pending)  # given back on the resolver's threads
         self.pool: ThreadPoolExecutor | None = None  # made at the first lookup of a name
 
     async def lookup(self, host: str, port: int, tenant: str = "") -> list[Address]:
@@ -169,40 +167,25 @@ class _Resolver:
             return [ip_address(host)]
         except ValueError:
             pass
-        self._take(tenant)
+        try:
+            self._lookups.take(tenant)
+        except TallyFull as full:
+            too_many = (
+                "too many host lookups still running"
+                if full.everyone
+                else f"too many of this tenant's host lookups still running ({self.per_tenant}, its share)"
+            )
+            raise socket.gaierror(socket.EAI_AGAIN, f"{too_many}; try again shortly") from None
         try:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(self.pending, thread_name_prefix=self.name)
             job = self.pool.submit(_getaddrinfo, host, port)
         except BaseException:
-            self._give(tenant)
+            self._lookups.give(tenant)
             raise
         # Given back when the thread returns, or at once when the wait ends before the job started (cancelled).
-        job.add_done_callback(lambda _: self._give(tenant))
+        job.add_done_callback(lambda _: self._lookups.give(tenant))
         return await asyncio.wrap_future(job)
-
-    def _take(self, tenant: str) -> None:
-        with self._lock:
-            mine = self._by_tenant.get(tenant, 0)
-            if mine >= self.per_tenant:
-                raise socket.gaierror(
-                    socket.EAI_AGAIN,
-                    f"too many of this tenant's host lookups still running ({self.per_tenant}, its share); "
-                    "try again shortly",
-                )
-            if self._running >= self.pending:
-                raise socket.gaierror(socket.EAI_AGAIN, "too many host lookups still running; try again shortly")
-            self._by_tenant[tenant] = mine + 1
-            self._running += 1
-
-    def _give(self, tenant: str) -> None:
-        with self._lock:
-            self._running -= 1
-            left = self._by_tenant[tenant] - 1
-            if left:
-                self._by_tenant[tenant] = left
-            else:
-                del self._by_tenant[tenant]
 
 
 # Separate for the dial and for registrations: a tenant admin registering names that hang cannot hold up

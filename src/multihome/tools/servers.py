@@ -168,7 +168,9 @@ class McpServerStore:
         page that cannot be read, named as the API names servers (by name)."""
         q = sa.select(t).where(t.c.tenant_id == tenant)
         async with self.engine.connect() as conn:
-            found = await row_reads.read_page(conn, q, t, _row, t.c.name, limit, after, key=t.c.name)
+            found = await row_reads.read_page(
+                conn, q, t, _row, t.c.name, limit, after, key=t.c.name, place=row_reads.by_key
+            )
             bad = await self._by_name(conn, found.unreadable)
         out: row_reads.Page[McpServerView] = row_reads.Page(_view(r) for r in found)
         out.unreadable, out.more, out.last = bad, found.more, found.last

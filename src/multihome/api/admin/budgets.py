@@ -217,6 +217,7 @@ ROUTES = (
         "is spent or reserved now (?team=&key= narrow to those and the tenant's own)",
         query=("team", "key"),
         needs=None,
+        tenant_must_exist=True,
     ),
     _route(
         "POST",

@@ -7,12 +7,14 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
-from ...config.contracts import Agreement, Commitment, encode_agreement, field_problems
+from ...config.contracts import DECIMALS, Agreement, Commitment, encode_agreement, field_problems
+from ...config.decimals import plain
 from ...contracts.report import build_report, build_reports, to_csv
 from ...contracts.service import AgreementConflict, InvalidAgreement
 from ...schema import admin_fields
 from ...schema.errors import ApiError, echo
 from ...storage import row_reads
+from .config_names import unknown_name
 from .rbac import ORG
 from .route import CSV_MEDIA, PREFIX, AdminCall, Needs, Route, Services, listing
 
@@ -55,18 +57,7 @@ def _names_known(s: Services, a: Agreement) -> None:
     for field, name, known in named:
         if name not in known:
             what = "provider" if "provider" in field else "model group"
-            raise ApiError(
-                400,
-                f"Invalid contract: {field} '{echo(name)}' is no {what} of the gateway's config, so no call would "
-                f"count towards it (known: {_listed(known)}).",
-                param=field,
-                code="invalid_value",
-            )
-
-
-def _listed(names: frozenset[str], most: int = 20) -> str:
-    shown = sorted(names)
-    return (", ".join(shown[:most]) + (", …" if len(shown) > most else "")) or "none"
+            raise unknown_name("contract", field, name, what, known, "so no call would count towards it")
 
 
 async def contracts_csv(s: Services, c: AdminCall) -> Any:
@@ -108,7 +99,7 @@ def _view(s: Services, a: Agreement) -> dict[str, Any]:
     return {
         "object": "contract",
         **encode_agreement(a),
-        "accrued": str(t.accrued) if t else "0",
+        "accrued": plain(t.accrued) if t else "0",
         "calls": t.calls if t else 0,
     }
 
@@ -141,6 +132,8 @@ ROUTES = (
         body=Agreement,
         status=201,
         event="contract.create",
+        noun="contract",
+        decimals=DECIMALS,
     ),
     _route(
         "GET",

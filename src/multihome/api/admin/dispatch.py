@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ...audit.writer import AuditUnwritable
+from ...config.decimals import exact
 from ...schema.admin_fields import Problem, text
 from ...schema.decoding import decode_body
 from ...schema.errors import ApiError, echo, echo_path, echo_quoted, no_retry
@@ -66,6 +67,8 @@ class AdminApi:
         if route.body is not None:
             raw = await read_body(scope, receive, MAX_BODY_BYTES, self.bodies)
             _no_nul_in(raw)
+            if route.decimals:
+                _spelled(_strings_of(raw, route.decimals), route)
             if len(raw) <= OFF_LOOP_OVER:
                 body = _decode(raw, route)
             else:
@@ -92,6 +95,7 @@ class AdminApi:
         params, query = params or {}, query or {}
         self._authorize(route, principal, params, query)
         if route.body is not None:
+            _spelled(body, route)
             try:
                 body = msgspec.convert(body or {}, route.body, strict=False)
             except msgspec.ValidationError as exc:
@@ -110,6 +114,10 @@ class AdminApi:
         s = self.services
         if route.needs is not None and route.needs.present(s) is None:
             raise ApiError(501, route.needs.message, code="storage_not_configured")
+        if route.tenant_must_exist and s.store is not None and s.known_tenant is not None:
+            # After the RBAC check: another tenant's admin is refused whether the tenant exists or not.
+            if not await s.known_tenant(params["tenant"]):
+                raise ApiError(404, str(NotFound("tenant", params["tenant"])), code="not_found")  # as GET …/{tenant}
         if route.event is not None and s.audit_log is not None:
             await s.audit_log.writable()  # a trail that cannot take the change's event: refused, nothing changed
         try:
@@ -227,6 +235,44 @@ def _no_nul(query: dict[str, str]) -> None:
                 param=name,
                 code="invalid_value",
             )
+
+
+def _strings_of(raw: bytes, names: tuple[str, ...]) -> dict[str, str]:
+    """The top-level members `names` of a JSON object body that are strings (a number is spelled as JSON writes
+    one already); empty for what is no JSON object, which the route's typed decode refuses."""
+    try:
+        members = _top.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return {}
+    found: dict[str, str] = {}
+    for name in names:
+        value = bytes(members.get(name, b""))
+        if value[:1] == b'"':
+            try:
+                found[name] = msgspec.json.decode(value)
+            except msgspec.DecodeError:  # not UTF-8: the typed decode refuses it, naming it
+                continue
+    return found
+
+
+_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _spelled(body: Any, route: Route) -> None:
+    """A 400 naming the first of the route's decimal fields (`Route.decimals`) that is not spelled as JSON writes
+    a number (config/decimals.py); `body` a mapping (the other members and types: the typed decode's)."""
+    if not isinstance(body, dict):
+        return
+    for name in route.decimals:
+        value = body.get(name)
+        if value is None:
+            continue
+        try:
+            exact(value)
+        except ValueError as exc:
+            raise ApiError(
+                400, f"Invalid {route.noun or 'request'}: {name} {exc}.", param=name, code="invalid_value"
+            ) from None
 
 
 def _decode(raw: bytes, route: Route) -> Any:

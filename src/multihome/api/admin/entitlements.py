@@ -5,21 +5,30 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from ...policy.model import glob_matches
+from ...storage.entitlements import check_model_group
 from ...storage.rows import Unreadable
 from . import bodies as B
+from .config_names import unknown_name
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
+from .route import STORAGE, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 E = T + "/{tenant}/entitlements"
 
 
 async def list_entitlements(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_entitlements(c.tenant, include_revoked=True))
+    return paged(await s.store.page_entitlements(c.tenant, *asked(c), include_revoked=True))
 
 
 async def grant_entitlement(s: Services, c: AdminCall) -> Any:
     body: B.GrantEntitlement = c.body
+    check_model_group(body.model_group)  # what is wrong with the name itself first, then whether it is known
+    if not any(glob_matches(body.model_group, group) for group in s.model_groups):  # a name, or a family glob
+        raise unknown_name(
+            "entitlement", "model_group", body.model_group, "model group", s.model_groups, "so it would license no call"
+        )
     return await s.store.grant_entitlement(
         c.tenant,
         model_group=body.model_group,
@@ -42,7 +51,15 @@ async def revoke_entitlement(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", E, READ, list_entitlements, "List model entitlements"),
+    _route(
+        "GET",
+        E,
+        READ,
+        list_entitlements,
+        "List model entitlements, oldest first, " + SAYS,
+        query=QUERY,
+        tenant_must_exist=True,
+    ),
     _route(
         "POST",
         E,

@@ -167,6 +167,7 @@ ROUTES = (
         "List API keys (never their secrets), oldest first, revoked ones too, " + SAYS,
         response=None,
         query=QUERY,
+        tenant_must_exist=True,
     ),
     _route(
         "POST",

@@ -112,6 +112,7 @@ ROUTES = (
         "The MCP servers this tenant's requests may reach (header names, never their values), by name, " + SAYS,
         response=None,
         query=QUERY,
+        tenant_must_exist=True,
     ),
     _route(
         "POST",

@@ -75,6 +75,7 @@ ROUTES = (
         "oldest and newest write (never content); by agent and user, " + SAYS + " (last_id: a namespace's id)",
         query=QUERY,
         needs=_MEMORY,
+        tenant_must_exist=True,
     ),
     Route(
         "POST",

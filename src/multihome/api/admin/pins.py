@@ -16,15 +16,16 @@ from ...policy.pins import StatefulPin, pin_problems
 from ...schema.errors import ApiError
 from ...storage.rows import Unreadable
 from . import bodies as B
+from .pages import QUERY, SAYS, asked, paged
 from .rbac import ORG, READ
-from .route import STORAGE, AdminCall, Route, Services, listed, unreadable_row
+from .route import STORAGE, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
 P = T + "/{tenant}/stateful-pins"
 
 
 async def list_stateful_pins(s: Services, c: AdminCall) -> Any:
-    return listed(await s.store.list_pins(c.tenant, include_revoked=True))
+    return paged(await s.store.page_pins(c.tenant, *asked(c), include_revoked=True))
 
 
 async def create_stateful_pin(s: Services, c: AdminCall) -> Any:
@@ -67,7 +68,15 @@ async def revoke_stateful_pin(s: Services, c: AdminCall) -> Any:
 
 _route = partial(Route, needs=STORAGE, noun="stateful pin")
 ROUTES = (
-    _route("GET", P, READ, list_stateful_pins, "List stateful-work pins"),
+    _route(
+        "GET",
+        P,
+        READ,
+        list_stateful_pins,
+        "List stateful-work pins, oldest first, " + SAYS,
+        query=QUERY,
+        tenant_must_exist=True,
+    ),
     _route(
         "POST",
         P,

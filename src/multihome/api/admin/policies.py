@@ -154,7 +154,15 @@ def _check_rules(tenant: str, scope: Any, scope_id: str | None, rules: list[Any]
 
 _route = partial(Route, needs=STORAGE)
 ROUTES = (
-    _route("GET", P, READ, list_policies, "List egress/residency policies, oldest first, " + SAYS, query=QUERY),
+    _route(
+        "GET",
+        P,
+        READ,
+        list_policies,
+        "List egress/residency policies, oldest first, " + SAYS,
+        query=QUERY,
+        tenant_must_exist=True,
+    ),
     _route("POST", P, WRITE, create_policy, "Create a policy", B.CreatePolicy, status=201, event="policy.create"),
     _route("GET", P + "/{id}", READ, get_policy, "Get a policy"),
     _route(

@@ -105,6 +105,12 @@ class Route:
     check: Check | None = None  # replaces the RBAC check on the path's tenant (None: authorize(role, tenant))
     noun: str | None = None  # storage errors read "Invalid <noun>: …" (None: the store's message as is)
     choices: dict[str, str] | None = None  # body decode errors name the field, and these valid values
+    # Top-level body fields holding a decimal: each is spelled as JSON writes a number (config/decimals.py), checked
+    # before the typed decode reads a string with Decimal(), which takes "0_5" as 5 and " 5" or "+5" as 5 too.
+    decimals: tuple[str, ...] = ()
+    # A list of a tenant's own resources (its keys, teams, policies…): under a tenant id that is none (a typo, an
+    # offboarded tenant) a 404, not an empty list. Its history (usage, events, runs) outlives it: not set there.
+    tenant_must_exist: bool = False
     refresh: bool = True  # a change runs Services.after_change before it is answered
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 

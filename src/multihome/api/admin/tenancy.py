@@ -99,7 +99,15 @@ ROUTES = (
     _route(
         "DELETE", T + "/{tenant}", ORG, delete_tenant, "Delete a tenant and everything in it", event="tenant.delete"
     ),
-    _route("GET", T + "/{tenant}/teams", READ, list_teams, "List teams by name, " + SAYS, query=QUERY),
+    _route(
+        "GET",
+        T + "/{tenant}/teams",
+        READ,
+        list_teams,
+        "List teams, oldest first, " + SAYS,
+        query=QUERY,
+        tenant_must_exist=True,
+    ),
     _route(
         "POST",
         T + "/{tenant}/teams",

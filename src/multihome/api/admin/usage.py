@@ -9,11 +9,12 @@ from typing import Any
 from ...metering.summary import GROUPS, INTERVALS, usage_summary
 from ...schema import admin_fields
 from ...schema.errors import ApiError
+from .pages import limit_after
 from .rbac import ORG, READ
 from .route import PREFIX, AdminCall, Route, Services, unreadable_row
 from .tenancy import T
 
-_QUERY = ("group_by", "start", "end", "interval")
+_QUERY = ("group_by", "start", "end", "interval", "limit", "page")
 
 
 async def tenant_usage(s: Services, c: AdminCall) -> Any:
@@ -32,6 +33,7 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
     interval = q.get("interval") or None
     if interval is not None and interval not in INTERVALS:
         raise ApiError(400, f"interval must be one of {', '.join(INTERVALS)}.", param="interval")
+    limit = limit_after(q)[0]  # a page at a time as the lists (`page`, not `after`: an entry has no id)
     writer = s.metering.writer
     if writer is not None and writer.failing:
         # This replica's rows wait for the database: a flush would wait for it (30 s), then fail all the same.
@@ -48,7 +50,7 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
         raise ApiError(
             501, "Usage summaries need storage: set storage.url in the config.", code="storage_not_configured"
         )
-    data = await usage_summary(s.metering.engine, tenant, group_by, start, end, interval)
+    data = await usage_summary(s.metering.engine, tenant, group_by, start, end, interval, limit, q.get("page") or None)
     return {
         "object": "list",
         "tenant_id": tenant,
@@ -58,6 +60,8 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
         "interval": interval,
         "data": data,
         **({"unreadable": [unreadable_row(b) for b in data.unreadable]} if data.unreadable else {}),
+        "has_more": data.next_page is not None,
+        "next_page": data.next_page,
     }
 
 
@@ -85,7 +89,8 @@ ROUTES = (
         READ,
         tenant_usage,
         "Usage and cost for a tenant, grouped by key, team, model_group or deployment, in total or per "
-        "hour or day (?group_by=&start=&end=&interval=)",
+        "hour or day (?group_by=&start=&end=&interval=), a page at a time (?limit= 1-1000, default 1000; "
+        "?page=<next_page of the page before>; has_more says whether another follows)",
         query=_QUERY,
     ),
     Route(
@@ -93,7 +98,8 @@ ROUTES = (
         PREFIX + "/usage",
         ORG,
         org_usage,
-        "Usage and cost across tenants, in total or per hour or day (?group_by=tenant|...&start=&end=&interval=)",
+        "Usage and cost across tenants, in total or per hour or day (?group_by=tenant|...&start=&end=&interval=), "
+        "a page at a time (?limit=, ?page=<next_page>, as for a tenant's)",
         query=_QUERY,
     ),
 )

@@ -232,7 +232,9 @@ def _image_part(block: Block, at: str) -> Json:
 def _tool_call(block: Block, at: str) -> Json:
     if not block.id or not block.name:
         raise bad_request(f"{at}: a tool_use block needs 'id' and 'name'.", param=at)
-    args = bytes(block.input) if len(block.input) else b"{}"
+    if not len(block.input):  # required by Anthropic's API: a call without arguments sends {}
+        raise bad_request(f"{at}.input: Field required (a tool_use block's input, an object).", param=f"{at}.input")
+    args = bytes(block.input)
     if not args.lstrip().startswith(b"{"):
         raise bad_request(f"{at}.input: must be a JSON object.", param=f"{at}.input")
     # Keep the client's bytes: OpenAI wants the arguments as JSON text, and re-encoding would reorder nothing useful.

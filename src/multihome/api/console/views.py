@@ -26,6 +26,7 @@ from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.errors import ApiError, echo
 from ...schema.principal import ORG_ADMIN, Principal
 from ...storage.errors import NotFound
+from ..admin import pages
 from ..admin.dispatch import AdminApi
 from ..admin.rbac import READ, authorize, may_grant
 from ..asgi import Scope
@@ -235,9 +236,11 @@ class Views:
             "tenant": t,
             # A key holding a role the viewer may not grant is not the viewer's to revoke (the API says 403).
             "keys": [{**k, "revocable": not k.get("revoked_at") and may_grant(viewer, k["roles"])} for k in keys],
-            # Keys and teams come a page at a time (api/admin/pages.py); a tenant holds at most 1,000 policies: one page.
+            # Keys, teams and entitlements come a page at a time (api/admin/pages.py); a tenant holds at most 1,000
+            # policies: one page.
             "keys_more": pages[0].get("has_more", False),
             "teams_more": pages[1].get("has_more", False),
+            "entitlements_more": pages[3].get("has_more", False),
             "grantable": [r for r in ("member", "tenant-admin", "auditor", "org-admin") if may_grant(viewer, (r,))],
             "teams": teams,
             "policies": policies,
@@ -317,7 +320,9 @@ class Views:
         query = {"group_by": group_by, "interval": interval, "start": start}
         if q.get("end"):
             query["end"] = q["end"]
-        series = (await self._usage(viewer, tenant, query))["data"]
+        # The first page of each (api/admin/pages.py: 1,000 entries): a key is an entry each, per day too.
+        series_page = await self._usage(viewer, tenant, query)
+        series = series_page["data"]
         first = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
         last = dt.datetime.fromisoformat(q["end"].replace("Z", "+00:00")) if q.get("end") else dt.datetime.now(UTC)
         axis = buckets(
@@ -325,7 +330,8 @@ class Views:
             last if last.tzinfo else last.replace(tzinfo=UTC),
             interval,
         )
-        totals = (await self._usage(viewer, tenant, {k: v for k, v in query.items() if k != "interval"}))["data"]
+        totals_page = await self._usage(viewer, tenant, {k: v for k, v in query.items() if k != "interval"})
+        totals = sorted(totals_page["data"], key=lambda e: -Decimal(e["cost"]))  # biggest first, to read
         return {
             "tenant": tenant,
             "group_by": group_by,
@@ -335,6 +341,8 @@ class Views:
             "end": q.get("end", ""),
             "series": series,
             "totals": totals,
+            "usage_more": series_page["has_more"] or totals_page["has_more"],
+            "usage_page": pages.MAX_PAGE,
             "chart": stacked(
                 series, group_by, "cost", f"cost per {interval} (UTC)", money=True, axis=axis, interval=interval
             ),

@@ -58,7 +58,7 @@ from ...routing.attempts import Served
 from ...schema.errors import ApiError, bad_request, echo, echo_quoted
 from ...schema.responses import CreateResponse
 from ...state.memory.store import MemoryStore
-from ...state.memory.tools import MemoryTools, parse_tool
+from ...state.memory.tools import WRITE, MemoryTools, parse_tool
 from ...tools.egress import EgressPolicy
 from ...tools.names import SEPARATOR
 from ...tools.toolbox import Toolbox
@@ -66,6 +66,7 @@ from ..asgi import CANCEL_ON_HANG_UP, CLIENT_LEFT, HUNG_UP, ClientGone, Header, 
 from ..memory_embeddings import caller_of
 from ..openai.errors import upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused
+from ..read_only import may_write
 from ..routes import in_scope
 from .common import abandon, run_turn
 from .items import Item, new_id
@@ -152,6 +153,8 @@ class AgentSetup:
             raise bad_request(f"A function tool may not be named '{clash}': the memory tool offers it.", param="tools")
         if call.principal is not None:  # the tool reads and writes what /v1/memory does: the same scope
             in_scope(call.principal, "memory")
+            if WRITE in spec.offered:  # and a read-only caller only searches (allowed_tools: [memory_search])
+                may_write(call.principal, f"the memory tool's {WRITE} (tools[{at}])")
         if self.memory is None:
             raise bad_request(
                 "Memory tools need a database and a KMS: this gateway has none configured (docs/memory.md).",

@@ -34,7 +34,7 @@ from ...state.idempotency import IdempotencyKeys
 from ...state.jobs import Job, JobQueue
 from ...state.store import StateStore, StoredResponse
 from ...state.worker import JobWorker
-from ..asgi import Receive, Send, header
+from ..asgi import Receive, Send, single
 from ..pipeline import Call, Pipeline, new_request_id
 from .agent import AgentSetup
 from .common import answer, send_sse, stored
@@ -145,7 +145,7 @@ class Background:
             first = conv.event("response.created", {"response": queued})
             first += conv.event("response.queued", {"response": queued})
             events = split_events(first, conv)
-        narrowed = header(call.scope, b"x-multihome-deployments")
+        narrowed = single(call.scope, b"x-multihome-deployments")
         run = {
             "request": body.decode(),
             # Who the run acts as: ids and roles only (Principal never holds a secret).

@@ -16,33 +16,29 @@ import contextlib
 from collections.abc import Iterator
 
 from ...schema.errors import ApiError
+from ...tenant_tally import TallyFull, TenantTally
 
 
 class TenantShare:
     def __init__(self, cap: int | None, what: str, setting: str, code: str, advice: str) -> None:
-        self.cap = cap  # None: no bound
+        self.tally = TenantTally(cap)  # None: no bound
         self.what, self.setting, self.code, self.advice = what, setting, code, advice
-        self.open: dict[str, int] = {}  # tenant -> held now (a tenant holding none is not here)
 
     @contextlib.contextmanager
     def held(self, tenant: str, *, may_refuse: bool = True) -> Iterator[None]:
         """One more of the tenant's, for the block; `may_refuse` False: counted, never refused."""
-        held = self.open.get(tenant, 0)
-        if may_refuse and self.cap is not None and held >= self.cap:
+        try:
+            self.tally.take(tenant, may_refuse=may_refuse)
+        except TallyFull as full:
             raise ApiError(
                 429,
-                f"Your tenant has {held} {self.what} on this replica, the gateway's limit ({self.setting}). "
+                f"Your tenant has {full.held} {self.what} on this replica, the gateway's limit ({self.setting}). "
                 f"{self.advice}",
                 type="requests",
                 code=self.code,
                 headers={"retry-after": "1"},
-            )
-        self.open[tenant] = held + 1
+            ) from None
         try:
             yield
         finally:
-            left = self.open[tenant] - 1
-            if left:
-                self.open[tenant] = left
-            else:
-                del self.open[tenant]
+            self.tally.give(tenant)

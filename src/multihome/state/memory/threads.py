@@ -19,57 +19,44 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from ...tenant_tally import TenantTurns
+
 T = TypeVar("T")
-
-
-class _Share:
-    __slots__ = ("gate", "users")
-
-    def __init__(self, per_tenant: int) -> None:
-        self.gate = asyncio.Semaphore(per_tenant)
-        self.users = 0  # waiting or running: the share is dropped when none is
 
 
 class TenantThreads:
     def __init__(self, threads: int, per_tenant: int, name: str) -> None:
         self.threads, self.per_tenant, self.name = threads, per_tenant, name
-        self._shares: dict[str, _Share] = {}
+        self._jobs = TenantTurns(per_tenant)  # each tenant's jobs waiting or running, and its turns
         self._pool: ThreadPoolExecutor | None = None  # made at the first job
 
     async def run(self, tenant: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        share = self._shares.get(tenant)
-        if share is None:
-            share = self._shares[tenant] = _Share(self.per_tenant)
-        share.users += 1
+        self._jobs.take(tenant)
+        turns = self._jobs.turns[tenant]
         try:
-            await share.gate.acquire()
+            await turns.acquire()
         except BaseException:
-            self._leave(tenant, share)
+            self._jobs.give(tenant)
             raise
         loop = asyncio.get_running_loop()
 
-        def done(_: object) -> None:  # on the thread: the share is the loop's
+        def done(_: object) -> None:  # on the thread: the turns are the loop's
             with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile: nobody waits)
-                loop.call_soon_threadsafe(self._give_back, tenant, share)
+                loop.call_soon_threadsafe(self._give_back, tenant, turns)
 
         try:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self.name)
             job = self._pool.submit(partial(fn, *args, **kwargs))
         except BaseException:
-            self._give_back(tenant, share)
+            self._give_back(tenant, turns)
             raise
         job.add_done_callback(done)  # when the thread returns, or at once if cancelled before it started
         return await asyncio.wrap_future(job)
 
-    def _give_back(self, tenant: str, share: _Share) -> None:
-        share.gate.release()
-        self._leave(tenant, share)
-
-    def _leave(self, tenant: str, share: _Share) -> None:
-        share.users -= 1
-        if not share.users and self._shares.get(tenant) is share:
-            del self._shares[tenant]
+    def _give_back(self, tenant: str, turns: asyncio.Semaphore) -> None:
+        turns.release()
+        self._jobs.give(tenant)
 
     def close(self) -> None:
         """Let the threads go once their jobs end (a later job makes a new pool)."""
