@@ -12,12 +12,15 @@ whose idempotency key (`_meta`) was seen before answers as before, without a sec
 logged as a repeat), `fail` (a tool error: an `isError` result), `slow` (sleeps; logged when it starts), `big` (a long text), `weather.get-current` (a name
 an OpenAI function cannot have). `page_size` pages `tools/list` (`nextCursor`); `require_header` makes
 every request without that header (name, value) a 401; `/redirect` answers 307 to `/mcp`.
-Reused by the Responses integration tests (issue 16).
+Reused by the Responses integration tests (issue 16). `McpServerProcess` runs one in a process of its own,
+for tests in which the server dies (SIGKILL) mid-call.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -171,3 +174,50 @@ class McpTestServer:
 async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class McpServerProcess:
+    """An McpTestServer in a process of its own (`python tests/mcp_server.py PORT CALL_LOG`), which `kill` ends at once,
+    mid-answer: a server that dies. `start` again (same port, same URL) brings it back."""
+
+    def __init__(self, call_log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.call_log = call_log  # its calls, one JSON line each (a `slow` call when it starts)
+        self.popen: subprocess.Popen[str] | None = None
+
+    def start(self) -> McpServerProcess:
+        self.popen = subprocess.Popen(
+            [sys.executable, __file__, str(self.port), str(self.call_log)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent,
+        )
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()  # bounded: the child prints READY or exits
+        if not line.startswith("READY"):
+            self.kill()
+            raise RuntimeError(f"the MCP server process did not start: {line!r}")
+        return self
+
+    def kill(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def __enter__(self) -> McpServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+if __name__ == "__main__":  # McpServerProcess's child: serve on the port given until killed
+    import ports
+
+    ports.free_port = lambda: int(sys.argv[1])  # type: ignore[assignment]
+    globals()["free_port"] = ports.free_port
+    McpTestServer(call_log=Path(sys.argv[2])).start()
+    print("READY", flush=True)
+    while True:
+        time.sleep(3600)

@@ -19,6 +19,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -120,6 +121,24 @@ class PostgresServer:
         self._close_admin()  # its statements under way end first, not cut by the stop
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
 
+    def hang(self, hung: bool) -> None:
+        """Stop (SIGSTOP) or continue every process of the server: connections stay open, nothing answers (a
+        hung server, or a network path that drops packets), unlike `pause`, which refuses them."""
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP if hung else signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, walwriter...), read from /proc."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = [postmaster]
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:  # the field after the state: the parent's pid
+                    found.append(int(stat.split("/")[2]))
+        return found
+
     def _run(self, tool: str, *args: str) -> str:
         proc = subprocess.run(
             [*self._as_user, str(self.bindir / tool), *args], capture_output=True, text=True, timeout=60, cwd=self.dir
@@ -195,6 +214,9 @@ class PostgresServer:
         self._admin_conn().drop_later(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
     def stop(self) -> None:
+        if self._started:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # a failed test's hang: let it stop
+                self.hang(False)
         with contextlib.suppress(Exception):  # the server may be down already (a failed test's pause)
             self._close_admin()
         if self._started:

@@ -138,6 +138,33 @@ async def test_a_read_only_database_is_an_outage_and_nothing_is_lost(world, capl
     await ok(await world.call("POST", "/admin/v1/tenants", json={"name": "later"}), 201)  # writes work again
 
 
+async def test_a_usage_summary_while_rows_wait_for_the_database_is_a_503_at_once(world, caplog):
+    # It flushed this replica's rows first, waiting 30 s for a database that takes no writes, then answered 503.
+    world, transport = world
+    _, key = await world.tenant("summary")
+    chat = sdk_client(key, transport)
+    await read_only(world.url, True)
+    with caplog.at_level(logging.WARNING):
+        answered = await chat.chat.completions.with_raw_response.create(
+            model="g", messages=[{"role": "user", "content": "count me"}]
+        )
+
+        async def waiting():
+            return any("usage batch of" in r.getMessage() for r in caplog.records)
+
+        await until(waiting, "the usage writer meeting the read-only database", DEADLINE)
+        summary = await asyncio.wait_for(world.client.get("/admin/v1/usage", headers=_admin()), 15)  # Retry-After: 5
+    unavailable_503(summary)
+    await read_only(world.url, False)
+
+    async def counted():
+        resp = await world.client.get("/admin/v1/usage", headers=_admin())  # a 503 until the rows are written
+        return resp.status_code == 200 and sum(row["calls"] for row in resp.json()["data"]) >= 1
+
+    await until(counted, "the summary counting the call once writes return", DEADLINE)
+    assert answered.headers["x-request-id"] in await usage_rows(world.url)
+
+
 def _admin() -> dict:
     return _bearer(ADMIN_KEY)
 

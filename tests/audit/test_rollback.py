@@ -415,3 +415,43 @@ def test_registry_moves_forward_only_on_both_backends(backend, sqlite_database, 
     asyncio.run(main())
     heads = {h.checkpoint.chain: h.checkpoint for h in load_from_database(url)}
     assert (heads["chn_x"].seq, heads["chn_x"].head) == (10, "h10") and heads["chn_y"].seq == 0
+
+
+def test_a_registry_write_that_times_out_is_warned_of_and_written_once_the_database_answers(
+    sqlite_database, monkeypatch, caplog
+):
+    # A connect or statement cut at its timeout raises a TimeoutError with no message: the warning read its first
+    # line, an IndexError that ended the publisher (the registry was never written again until a restart) and
+    # failed the gateway's shutdown with a traceback.
+    from multihome.audit.checkpoint import new_checkpoint
+    from multihome.audit.head_publisher import HeadPublisher
+    from multihome.storage import engine as storage_engine
+
+    monkeypatch.setattr(head_publisher, "_QUIET_S", 0.0)
+    monkeypatch.setattr(head_publisher, "_RETRY_S", (0.01,))
+    real = storage_engine.write_connection
+    timeouts = [TimeoutError() for _ in range(3)]
+
+    async def hung_then_answering(engine):
+        if timeouts:
+            raise timeouts.pop()
+        return await real(engine)
+
+    monkeypatch.setattr(storage_engine, "write_connection", hung_then_answering)
+    url = sqlite_database("heads.db")
+
+    async def main():
+        pub = HeadPublisher(url, "host:/a", "host")
+        await pub.start()
+        with caplog.at_level(logging.WARNING, logger="multihome.audit"):
+            pub.offer(new_checkpoint(None, None, "chn_x", 10, "h10", 1.0))
+            for _ in range(500):  # bounded: 5 s
+                if pub.published:
+                    break
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(pub.close(), 30)
+        return pub.published
+
+    assert asyncio.run(main()) == 1
+    warned = [r.getMessage() for r in caplog.records if "cannot write the head registry" in r.getMessage()]
+    assert warned and "TimeoutError" in warned[0], warned

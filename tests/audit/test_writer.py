@@ -12,7 +12,7 @@ import pytest
 from multihome.audit import AuditLog, AuditReader, Filters, verify_dir
 from multihome.audit.events import AdminChange, AgentStep
 from multihome.audit.keys import key_id_of, load_public_key
-from multihome.audit.writer import AuditClosed
+from multihome.audit.writer import AuditClosed, AuditUnwritable
 from multihome.schema.principal import Principal
 
 from .helpers import call, config, key_files
@@ -364,4 +364,43 @@ def test_a_failed_write_on_the_loop_fails_its_producers_and_continues_on_a_new_c
     log, first_chain = asyncio.run(main())
     assert [e["body"]["step"] for e in lines(log)] == [3]
     report = verify_dir(str(tmp_path))
+    assert report.ok, [str(p) for p in report.problems]
+
+
+def test_a_trail_that_cannot_open_a_chain_refuses_events_and_writes_again_once_it_can(tmp_path):
+    # The directory gone (a file in its place, as root can still write a read-only one): every chain the writer
+    # tried to open failed, each left an empty chain file behind, and each event failed with a bare OSError
+    # the gateway answered with a 500.
+    trail = tmp_path / "audit"
+
+    async def main():
+        log = AuditLog(config(trail))
+        await log.start()
+        assert await log.append("agent_step", step(1)) == 1
+        first_chain = log.chain
+        os.rename(trail, tmp_path / "away")
+        trail.write_text("not a directory")
+        full = os.open("/dev/full", os.O_WRONLY)  # the chain's own file fails its next write (ENOSPC)
+        try:
+            os.dup2(full, log._wfd)
+        finally:
+            os.close(full)
+        for n in range(2, 6):  # the failed write, then events while no chain can be opened
+            with pytest.raises(AuditUnwritable):
+                await asyncio.wait_for(log.append("agent_step", step(n)), 10)
+        with pytest.raises(AuditUnwritable):
+            await asyncio.wait_for(log.writable(), 20)
+        os.remove(trail)
+        os.rename(tmp_path / "away", trail)
+        # Back: the next event waits for the chain the writer opens for it, and is written there.
+        await asyncio.wait_for(log.writable(), 20)  # a change waits for the chain it opens, and goes on
+        assert await asyncio.wait_for(log.append("agent_step", step(6)), 10) == 1
+        assert log.chain != first_chain
+        await log.close()
+        return log
+
+    log = asyncio.run(main())
+    assert [e["body"]["step"] for e in lines(log)] == [6]
+    assert sorted(p.suffix for p in trail.iterdir()) == [".jsonl", ".jsonl"]  # the two chains, no empty ones
+    report = verify_dir(str(trail))
     assert report.ok, [str(p) for p in report.problems]

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from mcp_types import CallToolResult, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
-from mcp_server import McpTestServer, free_port
+from mcp_server import McpServerProcess, McpTestServer, free_port
 from multihome.tools import mcp_client
 from multihome.tools.dial import GuardedBackend
 from multihome.tools.egress import EgressPolicy
@@ -174,3 +174,25 @@ async def test_a_session_keeps_its_connection_across_calls(mcp_server, monkeypat
     # Five calls, not five more connections. One more was seen under load (1 run in ~15; not pinned
     # down: a second POST in flight beside a call would rightly need one); once pooled, it is reused too.
     assert len(dials) - after_setup <= 1, dials
+
+
+async def test_a_server_that_dies_mid_call_is_unreachable_not_a_protocol_error(tmp_path):
+    # The SDK ends a call whose stream closed unanswered with a JSON-RPC error of its own making (-32000,
+    # "SSE stream ended without a response"), which was reported as the server's mcp_protocol_error.
+    log = tmp_path / "calls.jsonl"
+    with McpServerProcess(log) as server:
+        async with connect(McpEndpoint("tools", server.url), LOCAL) as session:
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+
+                    async def die_mid_call() -> None:
+                        while not log.exists() or "slow" not in log.read_text():  # bounded by fail_after
+                            await anyio.sleep(0.02)
+                        server.kill()  # the tool under way (it sleeps 20 s)
+
+                    tg.start_soon(die_mid_call)
+                    with pytest.raises(McpUnreachable) as caught:
+                        await session.call_tool("slow", {"seconds": 20})
+    err = caught.value
+    assert (err.status, err.body.code) == (424, "mcp_server_unreachable"), err.body
+    assert err.body.message.startswith("MCP server tools: calling tool slow: ") and "closed" in err.body.message

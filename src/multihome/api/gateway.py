@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from ..accounting.tracker import finish_failed, settle
+from ..audit.writer import AuditUnwritable
 from ..crypto.errors import KmsError
 from ..identity.authenticator import Authenticator, credential_of
 from ..providers.transport import on_loop_thread
@@ -24,6 +25,7 @@ from ..schema.errors import ApiError
 from ..storage.errors import outage
 from . import access_log
 from .asgi import HUNG_UP, JSON, ClientGone, Message, Receive, Scope, Send, header
+from .audit_errors import audit_api_error
 from .drain import Drain
 from .kms_errors import kms_api_error
 from .pipeline import Call, Pipeline, new_request_id
@@ -168,6 +170,14 @@ class Gateway:
             refused = kms_api_error(exc)
             finish_failed(call.tracker, refused)
             await send_failure(call, send, route.family if route is not None else family_of(path), refused)
+        except AuditUnwritable as exc:  # its event could not be written: refused, never served unaudited
+            log.warning("refused %s %s: %s", scope["method"], scope["path"], exc)
+            refused = audit_api_error()
+            finish_failed(call.tracker, refused)
+            try:
+                await send_failure(call, send, route.family if route is not None else family_of(path), refused)
+            except Exception:
+                pass  # the response had already started
         except ClientGone:
             return
         except Exception:

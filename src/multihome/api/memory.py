@@ -9,12 +9,14 @@ docs/memory.md describes the API, the storage and the search.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 
 from ..audit.events import MemoryDeletion
+from ..audit.writer import AuditUnwritable
 from ..schema.errors import ApiError, bad_request, echo, storage_quota_exceeded
 from ..schema.memory import (
     check_id,
@@ -33,10 +35,13 @@ from .admin.pages import QUERY as PAGE_QUERY
 from .admin.pages import limit_after, paged
 from .admin.route import unreadable_row
 from .asgi import Receive, Send, read_body
+from .audit_errors import MADE_UNAUDITED, audit_api_error
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
 from .responses.common import answer, list_query, page, query, segments, stored
 from .tenant_gate import TenantGate
+
+log = logging.getLogger("multihome.memory")
 
 T = TypeVar("T")
 
@@ -135,19 +140,28 @@ class MemoryDoor:
             return
         assert call.principal is not None
         p = call.principal
-        await self._audit.append(
-            "memory",
-            MemoryDeletion(
-                op=op,
-                tenant=who,
-                agent_id=agent,
-                user_id=user,
-                namespaces=ns,
-                records=n,
-                key_id=p.key_id,
-                subject=p.subject,
-            ),
-        )
+        try:
+            await self._audit.append(
+                "memory",
+                MemoryDeletion(
+                    op=op,
+                    tenant=who,
+                    agent_id=agent,
+                    user_id=user,
+                    namespaces=ns,
+                    records=n,
+                    key_id=p.key_id,
+                    subject=p.subject,
+                ),
+            )
+        except AuditUnwritable as exc:
+            log.error("memory %s of tenant %s: done but not in the audit trail (%s)", op, who, exc)
+            raise audit_api_error(MADE_UNAUDITED) from None
+
+    async def _auditable(self) -> None:
+        """A bulk delete is refused before it is made while its audit event could not be written."""
+        if self._audit is not None:
+            await self._audit.writable()
 
     def _store(self) -> MemoryStore:
         if self._memory is None:
@@ -310,6 +324,7 @@ class MemoryDoor:
         memory, who = self._store(), await self._tenant(call)
         self._admin(call, "Deleting a memory namespace")
         agent_id, user_id = self._namespace_args(call)
+        await self._auditable()
         gone = await self._do(memory.delete_namespace(who, agent_id, user_id))
         if gone is None:
             raise ApiError(
@@ -326,6 +341,7 @@ class MemoryDoor:
         if len(parts) != 3 or not parts[2]:
             raise ApiError(404, "Name the user: DELETE /v1/memory/users/{user_id}.", code="not_found")
         user_id = check_id(parts[2], "user_id")
+        await self._auditable()
         namespaces, records = await self._do(memory.forget_user(who, user_id))
         await self._record(call, "forget_user", who, None, user_id, namespaces, records)
         await answer(

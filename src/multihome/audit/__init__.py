@@ -4,7 +4,7 @@ a batched group-commit writer, verification, and filtered reads. See docs/audit.
 from .events import KINDS, AdminChange, AgentStep, CallEvent, CallStarted, PolicyDenial
 from .reader import AuditReader, Filters
 from .verify import Report, verify_dir
-from .writer import AuditClosed, AuditLog
+from .writer import AuditClosed, AuditLog, AuditUnwritable
 
 __all__ = [
     "KINDS",
@@ -13,6 +13,7 @@ __all__ = [
     "AuditClosed",
     "AuditLog",
     "AuditReader",
+    "AuditUnwritable",
     "CallEvent",
     "CallStarted",
     "Filters",

@@ -113,17 +113,17 @@ class HeadPublisher:
 
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
-        self._last_error = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        words = str(exc).splitlines()[:1]
+        self._last_error = f"{exc.__class__.__name__}: {words[0][:200]}" if words else exc.__class__.__name__
         if self._failing_since is None:
             self._failing_since = now
         if now - self._failing_since >= _QUIET_S and now - self._last_warning >= 60:
             self._last_warning = now
             log.warning(
-                "audit: cannot write the head registry for %.0f s (%s: %s); retrying. Until it is "
+                "audit: cannot write the head registry for %.0f s (%s); retrying. Until it is "
                 "written, a rollback of the newest checkpoints cannot be detected from the database",
                 now - self._failing_since,
-                exc.__class__.__name__,
-                str(exc).splitlines()[0][:200],
+                self._last_error,  # a timeout's error has no words: its name alone
             )
 
     async def close(self) -> None:

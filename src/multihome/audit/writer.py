@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import logging
 import os
@@ -88,8 +89,22 @@ def new_chain_id() -> str:
     return f"chn_{stamp}_{host}_{os.getpid()}_{secrets.token_hex(4)}"
 
 
+_REOPEN_WAIT_S = 10.0  # how long `writable` waits for the writer thread's try at a new chain
+
+
 class AuditClosed(RuntimeError):
     pass
+
+
+class AuditUnwritable(OSError):
+    """The trail could not take an event: a write or fsync failed, or no chain file could be opened (the
+    directory's disk full or read-only). The event's producer is refused, never answered unaudited."""
+
+
+def _unwritable(error: BaseException) -> BaseException:
+    if isinstance(error, AuditUnwritable) or not isinstance(error, OSError):
+        return error
+    return AuditUnwritable(error.errno, f"the audit trail cannot be written ({error.strerror or error})")
 
 
 class AuditLog:
@@ -131,6 +146,7 @@ class AuditLog:
         self._envelope = b""  # _envelope(chain) of the chain being written
         self._max_queue = config.max_queue
         self._broken = False  # a write failed: hold events until the writer thread hands over a new chain
+        self._open_error = OSError(0, "")  # why the writer thread last failed to open a chain
         self._switched: asyncio.Event | None = None
         # Loop -> writer thread.
         self._written: collections.deque[_Written] = collections.deque()
@@ -401,6 +417,9 @@ class AuditLog:
         self._flush_due = False
         if self._broken or not self._step:
             return  # a new chain is on its way: _switch_chain flushes
+        if self._wfd < 0:  # the last chain could not be opened: these wait for the writer thread's next try
+            self._reopen()
+            return
         items = self._step
         if len(items) > self.config.max_batch:
             items, self._step = items[: self.config.max_batch], items[self.config.max_batch :]
@@ -446,6 +465,32 @@ class AuditLog:
                 pass
         self._hand_over(_Written(self._gen, self._wfd, seq, head, len(items), waiters))
 
+    def _reopen(self) -> None:
+        """Loop thread, with no chain file open: ask the writer thread to open one (once at a time; events
+        meanwhile are held for it, and refused if it fails again: _switch_chain)."""
+        if not self._broken:
+            self._broken = True
+            self._hand_over(_Written(self._gen, -1, self._wseq, self._whead, 0, None))
+
+    def _unopened(self) -> AuditUnwritable:
+        error = self._open_error
+        return AuditUnwritable(error.errno, f"no audit chain could be opened ({error.strerror or error})")
+
+    async def writable(self) -> None:
+        """Raise AuditUnwritable while no chain file can be opened, so a change is refused before it is made
+        rather than made and then left out of the trail. With none open, the writer thread tries once more
+        first (the disk may have room again): this waits for that try, a chain file's creation."""
+        if self._wfd >= 0 or self._closed:
+            return
+        assert self._switched is not None  # set by start()
+        if not self._broken:
+            self._switched.clear()
+            self._reopen()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._switched.wait(), _REOPEN_WAIT_S)
+        if self._wfd < 0:
+            raise self._unopened()
+
     def _hand_over(self, written: _Written) -> None:
         queue = self._written
         queue.append(written)
@@ -462,6 +507,8 @@ class AuditLog:
         if self._inflight > self._peak:  # the most in flight is reached just before some are done (or now)
             self._peak = self._inflight
         self._inflight -= count
+        if error is not None:
+            error = _unwritable(error)
         for future, seq in waiters:
             if future.done():  # cancelled: its producer has gone
                 continue
@@ -495,6 +542,9 @@ class AuditLog:
         self._broken = False
         assert self._switched is not None
         self._switched.set()
+        if fd < 0 and self._step:  # still no chain (the disk still full): refuse what waited for one
+            items, self._step = self._step, []
+            self._done(len(items), [(f, 0) for _, _, f in items if f is not None], self._unopened())
         if self._step and not self._flush_due:
             self._flush_due = True
             assert self._loop is not None
@@ -527,12 +577,15 @@ class AuditLog:
         line, head = seal(EventCore(chain=chain, seq=0, time=now, prev=genesis(chain), kind=GENESIS_KIND, body=record))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         fd = cp_fd = -1
+        made: list[str] = []
         try:
             fd = os.open(os.path.join(self.dir, chain + CHAIN_SUFFIX), flags, 0o600)
+            made.append(os.path.join(self.dir, chain + CHAIN_SUFFIX))
             self._write_all(fd, line)
             self._fsync_open(fd)
             if self._signing is not None:
                 cp_fd = os.open(os.path.join(self.dir, chain + CP_SUFFIX), flags, 0o600)
+                made.append(os.path.join(self.dir, chain + CP_SUFFIX))
             dfd = os.open(self.dir, os.O_RDONLY)  # make the new names themselves durable
             try:
                 os.fsync(dfd)
@@ -542,6 +595,9 @@ class AuditLog:
             for opened in (fd, cp_fd):
                 if opened >= 0:
                     os.close(opened)
+            for path in made:  # a chain that never held its genesis record (a full disk) is not left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             raise
         self._close_checkpoints()
         self._tchain, self._fd, self._cp_fd = chain, fd, cp_fd
@@ -641,8 +697,9 @@ class AuditLog:
         try:
             self._open_chain(durable)
         except OSError as exc:
-            # No chain: the loop's next write fails (a bad descriptor) and brings the writer back here.
+            # No chain: the loop refuses the next events and brings the writer back here (_no_chain).
             log.error("audit: cannot open a new chain (%s)", exc)
+            self._open_error = exc
             self._fd = -1
         self._resolve(self._switch_chain, self._tgen, self._fd, self._tchain, self._head)
 

@@ -83,6 +83,7 @@ class UsageWriter:
         self.written = 0
         self.failures = 0
         self.last_error = ""  # the last failed batch's error, first line (for close's report)
+        self.failing = False  # the last batch failed: rows wait for the database (a flush would wait for it too)
         self.skipped = 0  # rows of free calls not queued because the backlog was full
         self.rate = 0.0  # rows per second of writing, from recent batches (0: not measured yet)
         self._limit = max_backlog  # the backlog that refuses calls: max_backlog, or less if the database is slow
@@ -419,6 +420,7 @@ class UsageWriter:
                 await self._write(batch)
             except Exception as exc:
                 self.failures += 1
+                self.failing = True
                 self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 log.warning("usage batch of %d rows not written (%s); retrying in %.1fs", len(batch), exc, backoff)
                 if self._closing:  # a stop's tries are not spaced out by the backoff of an outage before it
@@ -430,6 +432,7 @@ class UsageWriter:
             took = time.perf_counter() - t0
             self._measured(len(batch), took)
             backoff = 0.1
+            self.failing = False
             if self.on_flush is not None:
                 self.on_flush(took)
             rows, encoded = self.rows, self._encoded

@@ -26,6 +26,10 @@ from . import write_lock
 from .reset import finish_resets
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL: a server that stops answering (hung, paused, a network path that drops packets) ends a connect
+# or a statement with a TimeoutError (an outage: errors.unavailable) instead of holding its caller for ever.
+PG_CONNECT_TIMEOUT_S = 10.0
+PG_STATEMENT_TIMEOUT_S = 30.0
 IMMEDIATE = "multihome_immediate"  # execution option: on SQLite, begin with BEGIN IMMEDIATE
 
 
@@ -50,7 +54,9 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, statement_timeout_s: float | None = PG_STATEMENT_TIMEOUT_S) -> AsyncEngine:
+    """`statement_timeout_s` (PostgreSQL): how long a statement may wait for the server's answer; None for
+    work that may rightly take longer (a migration, which may also wait for another replica's)."""
     u = normalize_url(url)
     # The pool's rollback of a connection given back is done by storage/reset.py, to its end.
     if u.drivername == "sqlite+aiosqlite":
@@ -73,6 +79,7 @@ def create_engine(url: str) -> AsyncEngine:
             pool_pre_ping=True,
             use_insertmanyvalues=False,
             pool_reset_on_return=None,
+            connect_args={"timeout": PG_CONNECT_TIMEOUT_S, "command_timeout": statement_timeout_s},
         )
     finish_resets(engine)
     return engine

@@ -94,6 +94,19 @@ async def _read_revision(conn: AsyncConnection) -> str | None:
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:
+    if not is_sqlite(engine):
+        # Its DDL on big tables, and its wait for another replica's migration, may rightly outlast the
+        # serving engine's statement timeout: an engine of its own without one.
+        engine = create_engine(engine.url.render_as_string(hide_password=False), statement_timeout_s=None)
+        try:
+            await _upgrade_on(engine, target)
+        finally:
+            await engine.dispose()
+        return
+    await _upgrade_on(engine, target)
+
+
+async def _upgrade_on(engine: AsyncEngine, target: str) -> None:
     async with _loop_lock():
         conn = await write_connection(engine)
         try:

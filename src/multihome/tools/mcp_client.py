@@ -47,7 +47,7 @@ import msgspec
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import REQUEST_TIMEOUT, PaginatedRequestParams
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, PaginatedRequestParams
 from pydantic import ValidationError
 
 from .. import __version__
@@ -476,7 +476,14 @@ def _classified(
         if connecting:
             return McpUnreachable(server, "did not complete the MCP handshake in time")
         return McpToolTimeout(server, f"{doing}: no answer within {timeout:g} s" if timeout else doing)
+    if exc.code == CONNECTION_CLOSED and exc.message.startswith(_CUT_OFF):  # the SDK's words, not the server's
+        return McpUnreachable(server, f"{doing}: the connection closed before it answered")
     return McpProtocolError(server, f"{doing}: {exc.message[:300]} (JSON-RPC error {exc.code})")
+
+
+# What the SDK says (as a JSON-RPC error of its own, CONNECTION_CLOSED) of an answer cut off: the server died or
+# dropped the connection mid-call. A server's own -32000 error is its protocol error, whatever it says.
+_CUT_OFF = ("SSE stream ended without a response", "SSE stream failed", "Connection closed")
 
 
 def _hint(status: int) -> str:

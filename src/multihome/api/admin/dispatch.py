@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
+from ...audit.writer import AuditUnwritable
 from ...config.decimals import exact
 from ...schema.admin_fields import Problem, text
 from ...schema.decoding import decode_body
@@ -25,6 +26,7 @@ from ...schema.errors import ApiError, echo, echo_path, echo_quoted, no_retry
 from ...schema.principal import Principal
 from ...storage.errors import Conflict, Invalid, NotFound, UnreadableRow, outage, unavailable
 from ..asgi import JSON, read_body, send_bytes
+from ..audit_errors import MADE_UNAUDITED, audit_api_error
 from ..big_bodies import OFF_LOOP_OVER, BigBodies
 from .events import admin_change
 from .rbac import authorize
@@ -116,6 +118,8 @@ class AdminApi:
             # After the RBAC check: another tenant's admin is refused whether the tenant exists or not.
             if not await s.known_tenant(params["tenant"]):
                 raise ApiError(404, str(NotFound("tenant", params["tenant"])), code="not_found")  # as GET …/{tenant}
+        if route.event is not None and s.audit_log is not None:
+            await s.audit_log.writable()  # a trail that cannot take the change's event: refused, nothing changed
         try:
             out = await route.handler(s, AdminCall(principal, params, body, query))
         except NotFound as exc:
@@ -150,9 +154,15 @@ class AdminApi:
             if route.refresh and s.after_change is not None:
                 await s.after_change()
             if s.audit_log is not None:  # an acknowledged change is always in the trail
-                await s.audit_log.append(
-                    "admin_change", admin_change(route, params, route.method, path, principal, data)
-                )
+                try:
+                    await s.audit_log.append(
+                        "admin_change", admin_change(route, params, route.method, path, principal, data)
+                    )
+                except AuditUnwritable as exc:
+                    log.error(
+                        "admin %s %s: the change is stored but not in the audit trail (%s)", route.method, path, exc
+                    )
+                    raise audit_api_error(MADE_UNAUDITED) from None
         return out, data
 
     def _authorize(self, route: Route, principal: Principal, params: dict[str, str], query: dict[str, str]) -> None:

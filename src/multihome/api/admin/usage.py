@@ -34,6 +34,17 @@ async def _usage(s: Services, tenant: str | None, q: dict[str, str], default: st
     if interval is not None and interval not in INTERVALS:
         raise ApiError(400, f"interval must be one of {', '.join(INTERVALS)}.", param="interval")
     limit = limit_after(q)[0]  # a page at a time as the lists (`page`, not `after`: an entry has no id)
+    writer = s.metering.writer
+    if writer is not None and writer.failing:
+        # This replica's rows wait for the database: a flush would wait for it (30 s), then fail all the same.
+        raise ApiError(
+            503,
+            f"The gateway's database is not taking usage rows right now: {len(writer.rows)} recorded calls wait "
+            "to be written, so a summary would miss them. Retry shortly. Calls are still served.",
+            type="server_error",
+            code="storage_unavailable",
+            headers={"retry-after": "5"},
+        )
     await s.metering.flush()  # what this replica has recorded is in the answer
     if s.metering.engine is None:
         raise ApiError(
