@@ -455,3 +455,18 @@ def test_a_registry_write_that_times_out_is_warned_of_and_written_once_the_datab
     assert asyncio.run(main()) == 1
     warned = [r.getMessage() for r in caplog.records if "cannot write the head registry" in r.getMessage()]
     assert warned and "TimeoutError" in warned[0], warned
+
+
+def test_a_registry_read_that_times_out_says_so_instead_of_raising_index_error(sqlite_database, monkeypatch):
+    # A statement cut at its timeout raises an error with no message: the CLI's error read its first line, an
+    # IndexError (a traceback) instead of the HeadsError that says which database could not be read.
+    from multihome.audit import heads
+    from multihome.audit.heads import HeadsError
+
+    async def timed_out(engine, trail):
+        driver = TimeoutError()
+        raise sa.exc.OperationalError("SELECT", {}, driver) from driver  # as SQLAlchemy wraps the driver's
+
+    monkeypatch.setattr(heads, "read_heads", timed_out)
+    with pytest.raises(HeadsError, match="cannot read the head registry from .*: TimeoutError"):
+        load_from_database(sqlite_database("heads.db"))

@@ -81,6 +81,32 @@ async def test_cache_reloads_only_when_something_changed(store):
     assert cache.poll_errors == 0
 
 
+async def test_an_outage_of_many_polls_is_one_warning_then_one_line_when_it_ends(store, caplog):
+    """Each poll meets the outage (every interval_s): one warning per poll buried the rest of the log."""
+    real, refusals = store.version, [0]
+
+    async def refused():
+        if refusals[0] >= 100:
+            return await real()
+        refusals[0] += 1
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    store.version = refused
+    caplog.set_level("INFO", logger="multihome.storage")
+    cache = SnapshotCache(store, interval_s=0.001)
+    await cache.start()
+    try:
+        deadline = time.monotonic() + 60
+        while "snapshot polled again" not in caplog.text and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        await cache.stop()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if "snapshot poll" in r.getMessage()]
+    assert cache.poll_errors == 100
+    assert 2 <= len(lines) <= 3 and lines[0][0] == "WARNING" and lines[-1][0] == "INFO", lines
+    assert "ConnectionRefusedError" in lines[0][1] and "100 failures" in lines[-1][1], lines
+
+
 async def test_cache_keeps_serving_when_the_database_goes_away(tmp_path):
     from multihome.storage import open_store
 

@@ -27,7 +27,7 @@ from . import access_log
 from .asgi import HUNG_UP, JSON, ClientGone, Message, Receive, Scope, Send, header
 from .audit_errors import audit_api_error
 from .drain import Drain
-from .kms_errors import kms_api_error
+from .kms_errors import READS, for_request, kms_api_error
 from .pipeline import Call, Pipeline, new_request_id
 from .render import send_failure, send_json
 from .routes import ROUTES, Handler, RouteTable, family_of
@@ -164,10 +164,11 @@ class Gateway:
                     _check_content_type(scope)
             await handler(call, receive, send)
         except ApiError as err:
+            err = for_request(err, scope["method"])
             finish_failed(call.tracker, err)
             await send_failure(call, send, route.family if route is not None else family_of(path), err)
         except KmsError as exc:  # a seal or open on a request path: fail closed with a 503 naming the KMS
-            refused = kms_api_error(exc)
+            refused = kms_api_error(exc, read=scope["method"] in READS)
             finish_failed(call.tracker, refused)
             await send_failure(call, send, route.family if route is not None else family_of(path), refused)
         except AuditUnwritable as exc:  # its event could not be written: refused, never served unaudited

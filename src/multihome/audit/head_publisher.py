@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..aio import wait_event
+from ..outage_log import OutageLog
 from .checkpoint import Checkpoint
 
 if TYPE_CHECKING:
@@ -41,9 +42,13 @@ class HeadPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
-        self._failing_since: float | None = None
-        self._last_error = ""
-        self._last_warning = 0.0
+        self._failing = OutageLog(
+            log,
+            "audit: cannot write the head registry",
+            recovered="audit: the head registry is written again",
+            quiet_s=_QUIET_S,
+            consequence=". Until it is written, a rollback of the newest checkpoints cannot be detected from the database",
+        )
 
     async def start(self) -> None:
         from ..storage.engine import create_engine  # SQLAlchemy only when there is a registry
@@ -103,28 +108,11 @@ class HeadPublisher:
                 self._put(cp)
             if not isinstance(exc, Exception):
                 raise
-            self._failed(exc)
+            self._failing.failed(exc)
             return False
         self.published += len(batch)
-        if self._failing_since is not None:
-            log.info("audit: the head registry is written again")
-            self._failing_since = None
+        self._failing.ok()
         return not self._latest
-
-    def _failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        words = str(exc).splitlines()[:1]
-        self._last_error = f"{exc.__class__.__name__}: {words[0][:200]}" if words else exc.__class__.__name__
-        if self._failing_since is None:
-            self._failing_since = now
-        if now - self._failing_since >= _QUIET_S and now - self._last_warning >= 60:
-            self._last_warning = now
-            log.warning(
-                "audit: cannot write the head registry for %.0f s (%s); retrying. Until it is "
-                "written, a rollback of the newest checkpoints cannot be detected from the database",
-                now - self._failing_since,
-                self._last_error,  # a timeout's error has no words: its name alone
-            )
 
     async def close(self) -> None:
         if self._task is None:
@@ -150,7 +138,7 @@ class HeadPublisher:
                 "audit: the head registry did not take the last checkpoints of %s before shutdown (%s); the "
                 "checkpoint files hold them, and the next chain opened in this directory links them",
                 ", ".join(sorted(self._latest)),
-                self._last_error or "timed out",
+                self._failing.last_error or "timed out",
             )
         if self._engine is not None:  # set with _task, in start()
             await self._engine.dispose()
@@ -159,7 +147,7 @@ class HeadPublisher:
         # Retried until the store takes it (there is nothing to wait on but time), or it has been failing
         # for _OUTAGE_S (already before the stop, or since).
         while not await self._flush():
-            since = self._failing_since
+            since = self._failing.failing_since
             if since is not None and time.monotonic() - since >= _OUTAGE_S:
                 return
             await asyncio.sleep(0.1)

@@ -18,6 +18,7 @@ import time
 import msgspec
 import sqlalchemy as sa
 
+from ..outage_log import first_line
 from .checkpoint import Checkpoint, encode_checkpoint, parse_checkpoint
 
 HEADS_FORMAT = "multihome.audit.heads.v1"
@@ -137,8 +138,7 @@ def load_from_database(url: str, trail: str | None = None) -> Heads:
         except sa.exc.SQLAlchemyError as exc:
             safe = engine.url.render_as_string(hide_password=True)
             raise HeadsError(
-                f"cannot read the head registry from {safe}: {exc.__class__.__name__}: "
-                f"{str(getattr(exc, 'orig', exc)).splitlines()[0]} (is the database migrated? "
+                f"cannot read the head registry from {safe}: {first_line(exc)} (is the database migrated? "
                 "`multihome db upgrade`)"
             ) from None
         finally:

@@ -34,6 +34,7 @@ from ..aio import cancel_and_wait, wait_event
 from ..config.contracts import Agreement, Commitment, ContractsConfig, agreements_of, field_problems
 from ..metering import row
 from ..metering.record import MeteredCall
+from ..outage_log import OutageLog
 from ..storage.rows import Unreadable
 from . import money, terms
 from .ledger import Ledger, Pending, Total
@@ -90,6 +91,9 @@ class ContractsService:
         self.write_errors = 0
         self._failing_since: float | None = None  # batches have failed since (None: the last one was written)
         self._last_error = ""
+        self._unwritten = OutageLog(
+            log, "contracts: accruals not written", recovered="contracts: accruals written again"
+        )
         self._writer: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
         self._closing = False
@@ -269,16 +273,17 @@ class ContractsService:
                 self._queue.extendleft(reversed(batch))
                 self._inflight = 0
                 self.write_errors += 1
-                self._last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                self._unwritten.failed(exc)
+                self._last_error = self._unwritten.last_error
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                 failures += 1
                 delay = min(0.05 * 2 ** min(failures, 6), 2.0)
-                log.warning("contracts: writing %d accruals failed (%s); retrying in %.2fs", n, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
             self._failing_since = None
+            self._unwritten.ok()
             self._inflight = 0
             self._hold(retried, held)
             self.batches += 1
@@ -388,12 +393,17 @@ class ContractsService:
         return next((u for u in self.unreadable if u.table == "contract_agreements" and u.id == contract_id), None)
 
     async def _refresh_loop(self) -> None:
+        failing = OutageLog(
+            log, "contracts: refresh failed (the last totals are served)", recovered="contracts: refreshed again"
+        )
         while True:
             await asyncio.sleep(self.cfg.refresh_s)
             try:
                 await self.refresh()
             except Exception as exc:
-                log.warning("contracts: refresh failed (%s); serving the last totals", exc)
+                failing.failed(exc)
+            else:
+                failing.ok()
 
     def _set_agreements(self, agreements: list[Agreement]) -> None:
         self._index = terms.Index(agreements)

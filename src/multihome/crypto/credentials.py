@@ -24,6 +24,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..outage_log import OutageLog
 from ..storage.engine import is_sqlite, write_connection
 from ..storage.errors import outage
 from ..storage.pg_reads import HeldReads
@@ -182,6 +183,11 @@ class ProviderCredentials:
             log.info("provider %s: API key %s (version %d)", provider, "applied" if key else "removed", version)
 
     async def _poll(self) -> None:
+        failing = OutageLog(
+            log,
+            "provider credentials: reading the store failed",
+            recovered="provider credentials: the store read again",
+        )
         while True:
             await asyncio.sleep(self._interval)
             try:
@@ -189,10 +195,9 @@ class ProviderCredentials:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if (why := outage(exc)) is not None:
-                    log.warning("provider credentials: reading the store failed (%s); trying again", why)
-                else:
-                    log.exception("provider credentials: reading the store failed; trying again")
+                failing.failed(exc, traceback=outage(exc) is None)
+            else:
+                failing.ok()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -31,6 +31,7 @@ from ..aio import cancel_and_wait
 from ..config import env_secret
 from ..config.call_bound import longest_call_s
 from ..config.metering import BudgetRule, MeteringConfig
+from ..outage_log import OutageLog
 from .limiter import Limiter
 from .periods import UTC, WINDOW_MS, Period, period, window
 from .prices import PriceTable
@@ -444,6 +445,9 @@ class Metering:
     async def _rescan_loop(self, spool: UsageSpool) -> None:
         """Now and then, the files of processes that died while this one runs (another worker of this
         replica, a replica on a shared volume)."""
+        failing = OutageLog(
+            log, "usage spool: replaying a stopped process's files failed", recovered="usage spool: replayed again"
+        )
         while True:
             await asyncio.sleep(self.cfg.spool.rescan_s)
             if self.writer is None:
@@ -451,7 +455,9 @@ class Metering:
             try:
                 await self._replay(spool, self.writer)
             except Exception as exc:
-                log.warning("usage spool: replaying a stopped process's files failed (%s); retrying later", exc)
+                failing.failed(exc)
+            else:
+                failing.ok()
 
     async def flush(self) -> None:
         await self.limiter.drain()

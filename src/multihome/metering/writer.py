@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..aio import wait_event
+from ..outage_log import OutageLog
 from ..storage import write_lock
 from ..storage.engine import SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
 from .row import COLUMNS, Row
@@ -83,6 +84,9 @@ class UsageWriter:
         self.written = 0
         self.failures = 0
         self.last_error = ""  # the last failed batch's error, first line (for close's report)
+        self._unwritten = OutageLog(
+            log, "usage rows not written (they wait in memory)", recovered="usage rows written again"
+        )
         self.failing = False  # the last batch failed: rows wait for the database (a flush would wait for it too)
         self.skipped = 0  # rows of free calls not queued because the backlog was full
         self.rate = 0.0  # rows per second of writing, from recent batches (0: not measured yet)
@@ -421,8 +425,8 @@ class UsageWriter:
             except Exception as exc:
                 self.failures += 1
                 self.failing = True
-                self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                log.warning("usage batch of %d rows not written (%s); retrying in %.1fs", len(batch), exc, backoff)
+                self._unwritten.failed(exc)
+                self.last_error = self._unwritten.last_error
                 if self._closing:  # a stop's tries are not spaced out by the backoff of an outage before it
                     await asyncio.sleep(min(backoff, 0.5))
                 else:
@@ -433,6 +437,7 @@ class UsageWriter:
             self._measured(len(batch), took)
             backoff = 0.1
             self.failing = False
+            self._unwritten.ok()
             if self.on_flush is not None:
                 self.on_flush(took)
             rows, encoded = self.rows, self._encoded

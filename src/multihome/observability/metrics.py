@@ -42,6 +42,7 @@ from prometheus_client.exposition import choose_encoder
 from ..accounting.record import Usage
 from ..aio import cancel_and_wait, wait_event
 from ..metering.record import MeteredCall
+from ..outage_log import OutageLog
 from .genai import CODE_SHAPE, DURATION_BUCKETS, OPERATION_NAMES, TOKEN_BUCKETS
 from .metrics_dir import MULTIPROC_ENV
 from .metrics_view import OTHER, TenantView
@@ -573,11 +574,16 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid())  # its live gauges leave the sums
 
     async def _publish_loop(self) -> None:
+        failing = OutageLog(
+            log, "metrics: publishing this worker's gauges failed", recovered="metrics: gauges published again"
+        )
         while True:
             try:
                 await self.publish()
-            except Exception:
-                log.exception("metrics: publishing this worker's gauges failed")
+            except Exception as exc:
+                failing.failed(exc, traceback=True)
+            else:
+                failing.ok()
             if await wait_event(self._stop, self.publish_interval_s):
                 return
 

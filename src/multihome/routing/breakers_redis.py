@@ -18,6 +18,7 @@ from redis.asyncio.client import PubSub
 
 from ..aio import cancel_and_wait
 from ..config import Breaker as BreakerPolicy
+from ..outage_log import OutageLog
 from ..storage.redis_client import connect
 from .breakers import CLOSED, OPEN, Breakers
 
@@ -148,13 +149,15 @@ class SharedBreakers(Breakers):
             log.warning("breaker closing for %s not shared: %s", deployment, exc)
 
     async def _listen(self, pubsub: PubSub) -> None:
+        lost = OutageLog(log, "breaker channel lost", recovered="breaker channel back")
         while True:
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except aioredis.RedisError as exc:
-                log.warning("breaker channel lost: %s; retrying", exc)
+                lost.failed(exc)
                 await asyncio.sleep(1)
                 continue
+            lost.ok()
             if message is None:
                 continue
             try:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ..aio import cancel_and_wait, wait_event
+from ..outage_log import OutageLog
 from ..storage.errors import outage
 from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
 
@@ -106,6 +107,7 @@ class JobWorker:
 
     async def _loop(self) -> None:
         kinds = list(self.handlers)
+        unreachable = OutageLog(log, "job queue unreachable", recovered="job queue reachable again")
         while not self._closing:
             self._wake.clear()  # before claiming: a job queued during the claim wakes the next round
             free = self.concurrency - len(self._running)
@@ -123,9 +125,10 @@ class JobWorker:
                         per_tenant=self.per_tenant,
                     )
                 except Exception as exc:
-                    why = outage(exc)
-                    log.warning("job queue unreachable (%s); retrying", why or exc, exc_info=why is None)
+                    unreachable.failed(exc, traceback=outage(exc) is None)
                     jobs = []
+                else:
+                    unreachable.ok()
                 for job in gave_up:
                     self._give_up(job)
                 for job in jobs:
@@ -168,14 +171,15 @@ class JobWorker:
 
     async def _renew_until_done(self, job: Job, work: asyncio.Task[None]) -> str:
         """Renew the lease until the work ends; cancel the work on a cancel request or a lost lease."""
+        failing = OutageLog(log, f"job {job.id}: lease renewal failed", recovered=f"job {job.id}: lease renewed again")
         while not work.done():
             await asyncio.sleep(self.lease_s / 3)
             try:
                 renewal = await self.queue.renew(job, self.owner, lease_s=self.lease_s)
             except Exception as exc:
-                why = outage(exc)
-                log.warning("job %s: lease renewal failed (%s); retrying", job.id, why or exc, exc_info=why is None)
+                failing.failed(exc, traceback=outage(exc) is None)
                 continue
+            failing.ok()
             if renewal is not Renewal.HELD:
                 work.cancel()
                 return CANCELLED if renewal is Renewal.CANCEL else _LOST

@@ -3,6 +3,7 @@ UnreadableRow 409)."""
 
 from __future__ import annotations
 
+from ..outage_log import first_line
 from ..schema.errors import echo
 
 
@@ -109,7 +110,4 @@ def outage(exc: BaseException) -> str | None:
     not a traceback through the driver and the pool."""
     if not unavailable(exc):
         return None
-    seen: BaseException = exc
-    while seen.__cause__ is not None:  # the driver's error says it best (SQLAlchemy's wraps it with a URL to docs)
-        seen = seen.__cause__
-    return f"{type(seen).__name__}: {seen}" if str(seen) else type(seen).__name__
+    return first_line(exc)  # the driver's error says it best (SQLAlchemy's wraps it with a URL to docs)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..outage_log import OutageLog
 from .console_sessions import SessionEndIndex
 from .keys import KeyIndex
 from .records import (
@@ -167,6 +168,9 @@ class SnapshotCache:
         )
 
     async def _poll(self) -> None:
+        failing = OutageLog(
+            log, "snapshot poll failed (the last snapshot is served)", recovered="snapshot polled again"
+        )
         while True:
             await asyncio.sleep(self.interval_s)
             try:
@@ -176,4 +180,6 @@ class SnapshotCache:
                 raise
             except Exception as exc:  # database briefly unreachable: keep serving the last snapshot
                 self.poll_errors += 1
-                log.warning("snapshot poll failed (serving version %s): %s", self.snapshot.version, exc)
+                failing.failed(exc)
+            else:
+                failing.ok()

@@ -102,7 +102,7 @@ async def stored(op: Awaitable[T]) -> T:
             code="duplicate_item_id",
         ) from None
     except KmsError as exc:  # the 503 of every other path (api/kms_errors.py): names the KMS, not what it said
-        raise kms_api_error(exc) from None
+        raise kms_api_error(exc) from exc  # the cause: the gateway words it as a read on a GET (kms_errors.py)
     except UnreadableRow as exc:  # a stored row the gateway cannot read (storage/row_reads.py)
         raise ApiError(409, f"{exc}.", code="unreadable_row", headers=no_retry()) from None
     except CryptoError as exc:  # sealed for another row, cut short, its data key gone: the row, not the call

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from ...config.memory import MemoryConfig
+from ...outage_log import OutageLog
 from ...storage.errors import outage
 from .embedder import Routed, WordLlamaEmbedder
 from .store import MemoryStore
@@ -53,6 +54,7 @@ class MemoryService:
         self._sweeper = asyncio.create_task(self._sweep_forever(self.store), name="memory-sweeper")
 
     async def _sweep_forever(self, store: MemoryStore) -> None:
+        failing = OutageLog(log, "memory TTL sweep failed", recovered="memory TTL sweep done again")
         while True:
             await asyncio.sleep(self._interval)
             try:
@@ -60,10 +62,9 @@ class MemoryService:
                 while swept > 0:  # a backlog goes in batches, one after the other
                     swept = await store.sweep()
             except Exception as exc:  # a failed sweep is retried at the next interval; the records are kept until then
-                if (why := outage(exc)) is not None:
-                    log.warning("memory TTL sweep failed (%s); trying again at the next interval", why)
-                else:
-                    log.exception("memory TTL sweep failed")
+                failing.failed(exc, traceback=outage(exc) is None)
+            else:
+                failing.ok()
 
     async def close(self) -> None:
         task, self._sweeper = self._sweeper, None
