@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from admin_http import ok
+from builders import audit
 from multihome.api.responses.background import Background
+from multihome.audit.writer import AuditLog, AuditUnwritable
 from multihome.state.service import StateService
 from multihome.tools.servers import McpServerStore
 from stored_app import STORES, sdk_client, store_url, stored_world, until
@@ -92,7 +94,9 @@ async def test_a_run_that_cannot_read_its_context_is_tried_again_and_completes(w
 
 @pytest.fixture(params=STORES)
 async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
-    async with stored_agent_world(store_url(request, tmp_path), tmp_path, "MH_TEST_BG_OUTAGE", ADMIN_KEY) as world:
+    async with stored_agent_world(
+        store_url(request, tmp_path), tmp_path, "MH_TEST_BG_OUTAGE", ADMIN_KEY, audit=audit(tmp_path / "audit")
+    ) as world:
         yield world
 
 
@@ -129,3 +133,49 @@ async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_agai
     assert calls and all(c.status == "completed" for c in calls), [(c.status, c.error) for c in calls]
     assert done.status == "completed", (done.status, done.error)
     assert len(server.calls) == len(calls), server.calls
+
+
+@pytest.mark.parametrize("refused", ["model_call", "tool_call"])
+async def test_an_agent_run_whose_step_cannot_be_audited_is_tried_again_from_its_checkpoint(
+    agent_world, monkeypatch, refused
+):
+    """The audit trail refuses one `agent_step` event mid-run (its disk full: the writer fails the event's
+    producer with AuditUnwritable, audit/writer.py): the run raises and its job is tried again from its last
+    checkpoint (docs/agents.md "Durability"), once the trail takes events again. It completes; the step in flight
+    is repeated under its request id (a model step: billed once, one usage row each) or idempotency key (a tool
+    call: the MCP server performs it once)."""
+    w, sim, transport, server = agent_world
+    tenant, key = await w.tenant("acme")
+    body = {"name": "tools", "url": server.url, "allowed_tools": ["record"], "require_approval": "never"}
+    await ok(await w.call("POST", f"/admin/v1/tenants/{tenant}/mcp-servers", json=body), 201)
+    append, fired = AuditLog.append, []
+
+    def full_once(self, kind, event):
+        if kind == "agent_step" and event.action == refused and event.step == 2 and not fired:
+            fired.append(event.run_id)
+            future = self._loop.create_future()
+            future.set_exception(AuditUnwritable(28, "the audit trail cannot be written (No space left on device)"))
+            return future
+        return append(self, kind, event)
+
+    monkeypatch.setattr(AuditLog, "append", full_once)
+    sdk = sdk_client(key, transport)
+    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+    created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
+
+    async def final():
+        got = await sdk.responses.retrieve(created.id)
+        return got if got.status not in ("queued", "in_progress") else None
+
+    done = await until(final, "the response never ended", DEADLINE)
+    await sdk.close()
+    assert fired == [created.id]
+    assert done.status == "completed", (done.status, done.error)
+    calls = [i for i in done.output if i.type == "mcp_call"]
+    assert len(calls) == 2 and all(c.status == "completed" for c in calls), [(c.status, c.error) for c in calls]
+    assert len(server.calls) == 2, server.calls  # each tool call performed once
+    steps = len(calls) + 1  # a model step per call, and the answer
+    usage = await ok(await w.call("GET", f"/admin/v1/tenants/{tenant}/usage"))
+    assert sum(row["calls"] for row in usage["data"]) == steps, usage  # no model step billed twice
+    repeated = 1 if refused == "model_call" else 0  # the step whose event was refused, made again upstream
+    assert sim.state.stats.requests == steps + repeated
