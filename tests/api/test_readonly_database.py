@@ -150,7 +150,7 @@ async def test_a_usage_summary_while_rows_wait_for_the_database_is_a_503_at_once
         )
 
         async def waiting():
-            return any("usage batch of" in r.getMessage() for r in caplog.records)
+            return any("usage rows not written" in r.getMessage() for r in caplog.records)
 
         await until(waiting, "the usage writer meeting the read-only database", DEADLINE)
         summary = await asyncio.wait_for(world.client.get("/admin/v1/usage", headers=_admin()), 15)  # Retry-After: 5

@@ -100,6 +100,19 @@ async def agent_world(request, tmp_path) -> AsyncIterator[tuple]:
         yield world
 
 
+async def _record_twice(key, transport, server) -> tuple:
+    """(the created response, the response once ended) of a background run making two `record` calls."""
+    async with sdk_client(key, transport) as sdk:
+        tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
+        created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
+
+        async def final():
+            got = await sdk.responses.retrieve(created.id)
+            return got if got.status not in ("queued", "in_progress") else None
+
+        return created, await until(final, "the response never ended", DEADLINE)
+
+
 async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_again(agent_world, monkeypatch):
     """The check before each MCP call that the server is still registered as it was (`unchanged`) meets a
     reset connection once: the job is tried again from its last checkpoint, and the call is made then,
@@ -117,16 +130,7 @@ async def test_an_agent_run_that_cannot_check_its_mcp_registration_is_tried_agai
         return await row(self, *args, **kwargs)
 
     monkeypatch.setattr(McpServerStore, "_row", resetting)
-    sdk = sdk_client(key, transport)
-    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
-    created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
-
-    async def final():
-        got = await sdk.responses.retrieve(created.id)
-        return got if got.status not in ("queued", "in_progress") else None
-
-    done = await until(final, "the response never ended", DEADLINE)
-    await sdk.close()
+    _, done = await _record_twice(key, transport, server)
     assert fired == [1]
     calls = [i for i in done.output if i.type == "mcp_call"]
     # Before: the first call `failed` ("no longer registered ... or could not be read now"), not made.
@@ -159,16 +163,7 @@ async def test_an_agent_run_whose_step_cannot_be_audited_is_tried_again_from_its
         return append(self, kind, event)
 
     monkeypatch.setattr(AuditLog, "append", full_once)
-    sdk = sdk_client(key, transport)
-    tool = {"type": "mcp", "server_label": "tools", "server_url": server.url, "allowed_tools": ["record"]}
-    created = await sdk.responses.create(model="g", input="steps=2", tools=[tool], background=True)
-
-    async def final():
-        got = await sdk.responses.retrieve(created.id)
-        return got if got.status not in ("queued", "in_progress") else None
-
-    done = await until(final, "the response never ended", DEADLINE)
-    await sdk.close()
+    created, done = await _record_twice(key, transport, server)
     assert fired == [created.id]
     assert done.status == "completed", (done.status, done.error)
     calls = [i for i in done.output if i.type == "mcp_call"]
