@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MasterDownError, NoScriptError, ReadOnlyError, ResponseError
 
 from ..aio import cancel_and_wait, wait_event
+from ..outage_log import OutageLog
 from ..storage.redis_client import connect
 from . import redis_eviction
 from .counters import BUDGET, DEPLOYMENT, OK, RATE, Outcome, Plan
@@ -86,6 +87,9 @@ class RedisCounters:
         # The settlement batch being sent, and its counters to make: sent again as it is (same seq) until
         # Redis confirms it.
         self._settling: tuple[int, list[tuple[str, int]], dict[str, int]] | None = None
+        self._unsettled = OutageLog(
+            log, "could not settle counters in Redis", recovered="counters settled in Redis again"
+        )
         self._seq = 0
         self._sender: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -362,11 +366,7 @@ class RedisCounters:
                         # Sent again as it is (same seq, so it applies once): a lost settlement would
                         # leave a reservation counted forever. Also while closing (until its deadline):
                         # a lease not given back stays counted until its window or period ends.
-                        log.warning(
-                            "could not settle %d counters in Redis (%s); retrying",
-                            len(self._settling[1]),
-                            type(exc).__name__,
-                        )
+                        self._unsettled.failed(exc)
                     if self._closing:
                         await wait_event(self._wake, min(backoff, left))
                         backoff = min(backoff * 2, 2.0)
@@ -378,6 +378,8 @@ class RedisCounters:
                     continue
                 self._inflight = []
                 self._overdue = False
+                if self._settling is not None:
+                    self._unsettled.ok()
                 self._settling = None
                 backoff = 0.05
                 gen = self.generation
