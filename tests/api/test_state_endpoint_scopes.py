@@ -6,10 +6,13 @@ The app in process, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import anthropic
+import httpx2
+import openai
 import pytest
 
 from admin_http import error, ok
-from stored_app import STORES, StoredWorld, store_url, stored_app
+from stored_app import STORES, StoredWorld, sdk_client, store_url, stored_app, stored_world
 
 pytestmark = pytest.mark.anyio
 ADMIN_KEY = "mh-bootstrap-admin-key-for-state-scopes"
@@ -26,6 +29,13 @@ async def world(request, tmp_path):
     url = store_url(request, tmp_path)
     async with stored_app(url, "MH_TEST_STATE_SCOPES") as (client, app):
         yield StoredWorld(client, url, ADMIN_KEY, app)
+
+
+@pytest.fixture(params=STORES)
+async def sdk_world(request, tmp_path):
+    """(the StoredWorld, its simulated upstream, the transport for an SDK client) on each store."""
+    async with stored_world(store_url(request, tmp_path), "MH_TEST_STATE_SCOPES", ADMIN_KEY) as parts:
+        yield parts
 
 
 async def _key(w: StoredWorld, tenant: str, endpoints: list[str]) -> str:
@@ -169,6 +179,48 @@ async def test_an_auditor_reads_stored_state_and_changes_none_of_it(world):
     assert (await ok(await w.call("GET", f"/v1/responses/{stored}", auditor)))["id"] == stored
     assert (await ok(await w.call("GET", f"/v1/responses/{stored}/input_items", auditor)))["data"]
     search_only = [{"type": "memory", "agent_id": "a", "user_id": "u", "allowed_tools": ["memory_search"]}]
-    for extra in ({}, {"tools": search_only}):  # an unstored answer writes nothing
+    for extra in ({}, {"tools": search_only}):  # an unstored answer writes nothing, but it calls a model
         answer = {"model": "g", "input": "hi", "store": False, **extra}
-        assert (await ok(await w.call("POST", "/v1/responses", auditor, json=answer)))["status"] == "completed"
+        err = error(await w.call("POST", "/v1/responses", auditor, json=answer), 403)
+        assert err["code"] == "insufficient_role" and "calls no model" in err["message"], err
+
+
+async def test_an_auditor_calls_no_model_through_either_sdk(sdk_world):
+    """An auditor-only key calls no model (it would spend the tenant's budget): chat, embeddings, an unstored
+    response (the openai SDK) and /v1/messages (the anthropic SDK, Anthropic's error shape) are 403
+    insufficient_role naming the role, and no call reaches the upstream. A key made without roles (member)
+    and an auditor that is also a member call models; route explain still answers the auditor."""
+    w, sim, transport = sdk_world
+    tenant, _ = await w.tenant("acme")
+    keys = f"/admin/v1/tenants/{tenant}/keys"
+    auditor = (await ok(await w.call("POST", keys, json={"name": "a", "roles": ["auditor"]}), 201))["key"]
+    plain = (await ok(await w.call("POST", keys, json={"name": "p"}), 201))["key"]
+    both = {"name": "b", "roles": ["auditor", "member"]}
+    member_auditor = (await ok(await w.call("POST", keys, json=both), 201))["key"]
+    client = sdk_client(auditor, transport)
+    message = [{"role": "user", "content": "hi"}]
+    refused = [
+        client.chat.completions.create(model="g", messages=message),
+        client.embeddings.create(model="g", input="hi"),
+        client.responses.create(model="g", input="hi", store=False),
+    ]
+    for attempt in refused:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await attempt
+        err = caught.value.body
+        assert (err["type"], err["code"]) == ("permission_error", "insufficient_role"), err
+        assert "the role auditor" in err["message"] and "calls no model" in err["message"], err
+    # The anthropic SDK's own httpx (httpx2), on the same app in process.
+    anthropic_http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=w.app), base_url="http://gw")
+    claude = anthropic.AsyncAnthropic(api_key=auditor, base_url="http://gw", max_retries=0, http_client=anthropic_http)
+    with pytest.raises(anthropic.PermissionDeniedError) as caught_messages:
+        await claude.messages.create(model="g", max_tokens=16, messages=message)
+    body = caught_messages.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "permission_error", body
+    assert "the role auditor" in body["error"]["message"], body
+    assert sim.state.stats.requests == 0
+    explained = await w.call("POST", "/v1/route/explain", auditor, json={"model": "g", "messages": message})
+    assert explained.status_code == 200, explained.text
+    for key in (plain, member_auditor):
+        answer = await sdk_client(key, transport).chat.completions.create(model="g", messages=message)
+        assert answer.choices[0].message.content

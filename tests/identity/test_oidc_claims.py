@@ -53,6 +53,17 @@ def test_default_roles_and_a_token_that_grants_nothing(idp):
     assert "role_map" in err.body.message
 
 
+def test_a_token_mapped_to_auditor_alone_is_read_only(idp):
+    """A token whose role_map gives only `auditor` (no default member) is a read-only caller, which calls no
+    model (docs/api.md "Roles"); with the default roles it is a member too and calls models."""
+    audit = {"tenant": "tid", "roles": "roles", "role_map": {"audit.read": AUDITOR}}
+    token = idp.mint(tid="acme", roles=["audit.read"])
+    (alone,) = verify_all([idp.config(claims={**audit, "default_roles": []})], [token])
+    (with_default,) = verify_all([idp.config(claims=audit)], [token])
+    assert (alone.roles, alone.read_only) == ({AUDITOR}, True)
+    assert (with_default.roles, with_default.read_only) == ({AUDITOR, MEMBER}, False)
+
+
 def test_tenant_from_claim_fixed_value_or_map_and_missing_tenant_is_403(idp):
     by_claim = idp.config(claims={"tenant": "org.tenant"})
     assert verify_one(by_claim, idp.mint(org={"tenant": "acme"})).tenant == "acme"

@@ -35,6 +35,7 @@ from ..schema.errors import ApiError, bad_request, echo, echo_quoted
 from .asgi import Header, Scope, header, single
 from .big_bodies import BigBodies
 from .policy_gate import pin_refusal
+from .read_only import INSUFFICIENT_ROLE, read_only_refusal
 from .render import served_headers
 
 if TYPE_CHECKING:
@@ -172,10 +173,16 @@ class Pipeline:
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
         if exclude:
             shape.exclude = exclude
+        principal = call.principal
+        if principal is not None and principal.read_only and policy_endpoint is None:
+            # An auditor-only credential calls no model (a memory search's embedding, policy_endpoint, is its read).
+            if tracker is not None:
+                tracker.policy_code = INSUFFICIENT_ROLE
+            raise read_only_refusal(principal, f"calls no model (a call spends the tenant's budget): {endpoint}")
         gate = self.gate
         if gate is not None:
-            assert call.principal is not None  # every route that reaches a model identifies first
-            shape.policy = policy = gate.admit(call.principal, group, policy_endpoint or endpoint, tracker, call.work)
+            assert principal is not None  # every route that reaches a model identifies first
+            shape.policy = policy = gate.admit(principal, group, policy_endpoint or endpoint, tracker, call.work)
             decision = policy.decision
         else:
             decision = None

@@ -36,6 +36,7 @@ def _invalid() -> ApiError:
 
 
 TENANT_UNAVAILABLE = "tenant_unavailable"
+_KEY_PRINCIPALS_KEPT = 100_000  # managed keys' principals kept (Authenticator._principal_of)
 _ANONYMOUS = Principal(tenant="default", subject="anonymous", source="unauthenticated")
 
 
@@ -143,6 +144,9 @@ class Authenticator:
         self._env_keys = env_keys  # SHA-256 digest -> principal
         self._managed = managed  # presented key -> KeyRecord | None (storage's KeyIndex.lookup)
         self._managed_miss = managed_miss  # re-reads stored keys after a miss; True if it did
+        # key id -> (the record, its principal): a key's principal is made once per record a reload reads, not
+        # per call (what it carries, e.g. `read_only`, is computed once per credential).
+        self._key_principals: dict[str, tuple[Any, Principal]] = {}
         self._oidc = oidc  # identity.oidc.OidcVerifier
         # Tenants whose stored rows cannot be read (storage's StorageService); key None: every token.
         self._refusals = refusals
@@ -193,6 +197,17 @@ class Authenticator:
             raise _invalid()
         return principal
 
+    def _principal_of(self, record: Any) -> Principal:
+        """`principal_of_key(record)`, made again only when a reload has replaced the key's record."""
+        known = self._key_principals.get(record.id)
+        if known is not None and known[0] is record:
+            return known[1]
+        if len(self._key_principals) >= _KEY_PRINCIPALS_KEPT:  # keys deleted since stay behind: start over
+            self._key_principals.clear()
+        principal = principal_of_key(record)
+        self._key_principals[record.id] = (record, principal)
+        return principal
+
     async def authenticate(self, scope: dict) -> Principal:
         principal = self.at_once(scope)
         return principal if principal is not None else await self.deferred(scope)
@@ -208,7 +223,7 @@ class Authenticator:
                 record = self._managed(presented)  # created moments ago on another replica
             if record is None:
                 raise _invalid()
-            principal = principal_of_key(record)
+            principal = self._principal_of(record)
             if self._refusals is not None and self._refusals.refused:  # empty unless a stored row is unreadable
                 check_refused(self._refusals, principal, token=False)
             return principal

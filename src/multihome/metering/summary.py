@@ -66,7 +66,9 @@ def _page_token(values: tuple[Any, ...]) -> str:
 
 
 def _page_values(page: str, width: int) -> tuple[Any, ...]:
-    """The order values a `next_page` holds; Invalid (a 400) for anything else."""
+    """The order values a `next_page` holds (`_order`'s: text, then the no-group flag 0 or 1, then the currency);
+    Invalid (a 400) for anything else. A value the database could not bind (an int for a text column, one past
+    64 bits, a NUL or a lone surrogate in text) was a 500."""
     try:
         values = json.loads(base64.urlsafe_b64decode(page + "=" * (-len(page) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -74,10 +76,24 @@ def _page_values(page: str, width: int) -> tuple[Any, ...]:
     if (
         not isinstance(values, list)
         or len(values) != width
-        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
+        or not all(_bindable_text(v) for v in values[:-2])
+        or values[-2] not in (0, 1)
+        or isinstance(values[-2], bool | float)
+        or not _bindable_text(values[-1])
     ):
         raise Invalid(f"page: '{echo(page)}' is not a next_page of this summary", field="page")
     return tuple(values)
+
+
+def _bindable_text(value: Any) -> bool:
+    """A string both databases take as a bound text value: UTF-8 (no lone surrogate) and no NUL."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bucket(engine: AsyncEngine, interval: str) -> sa.ColumnElement:

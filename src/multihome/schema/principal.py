@@ -32,11 +32,13 @@ class Principal(msgspec.Struct, frozen=True):
     # Optional narrowing carried by the credential itself (API-key scopes).
     scopes_models: frozenset[str] | None = None  # model groups this credential may call; None = any
     scopes_endpoints: frozenset[str] | None = None  # e.g. {"chat", "embeddings"}; None = any
+    # An auditor's credential with no role that writes: it reads a tenant's stored state, never changes it, and
+    # calls no model (api/read_only.py). Set from `roles` when the principal is made (whatever is passed), so
+    # the model-call path reads one attribute, never the roles.
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "read_only", AUDITOR in self.roles and self.roles.isdisjoint(STATE_WRITERS))
 
     def has_role(self, role: str) -> bool:
         return role in self.roles or ORG_ADMIN in self.roles
-
-    @property
-    def read_only(self) -> bool:
-        """An auditor's credential with no role that writes: it reads a tenant's stored state, never changes it."""
-        return AUDITOR in self.roles and self.roles.isdisjoint(STATE_WRITERS)
