@@ -8,6 +8,7 @@ refused an org-admin's and everyone's."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import subprocess
 import time
@@ -101,6 +102,44 @@ def test_a_copied_cookie_is_refused_after_logout_on_both_replicas(world):
     assert opens(gw, other) and opens(gw2, other)  # a logout ends that session only
     page.goto(gw2.url + "/console/overview")  # the browser that logged out is asked to log in again
     expect(page).to_have_url(re.compile(r"/console/login"))
+
+
+def held(page, pattern: str) -> dict:
+    """The page's requests to URLs matching `pattern`, held unanswered (each Route by its path) until the test
+    answers them."""
+    routes: dict = {}
+    page.route(re.compile(pattern), lambda route: routes.setdefault(route.request.url.split("?")[0], route))
+    return routes
+
+
+def wait_for(page, routes: dict, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(routes) < n:
+        assert time.monotonic() < deadline, f"{n} requests held never came: {list(routes)}"
+        page.wait_for_timeout(20)  # lets Playwright hand the page's requests to the routes
+
+
+def test_a_poll_in_flight_as_the_logout_ends_the_session_leaves_the_page_to_the_logout(world):
+    """The overview polls every 5 s; one sent just before Log out is answered after the session ended, with
+    htmx's redirect to "session ended". Before, the page followed it: the person saw "Your session ended"
+    instead of "Logged out" (a flake of the test above, on a busy machine)."""
+    (gw, _), browser = world
+    page, _ = log_in(browser, gw, ADMIN_KEY)
+    routes = held(page, r".*/console/(overview\?fragment=1|logout)$")
+    page.evaluate("() => { htmx.ajax('GET', location.pathname + '?fragment=1', '#live'); }")  # sent, not awaited
+    wait_for(page, routes, 1)
+    page.click("text=Log out", no_wait_after=True)
+    wait_for(page, routes, 2)
+    poll, logout = (routes[gw.url + "/console/" + name] for name in ("overview", "logout"))
+    logged_out = logout.fetch(max_redirects=0)  # the gateway ends the session
+    ended = poll.fetch(max_redirects=0)  # and answers the poll as a poll of an ended session
+    assert "notice=ended" in ended.headers.get("hx-redirect", ""), ended.headers
+    poll.fulfill(response=ended)
+    page.wait_for_timeout(200)  # the poll's answer taken (or, before, followed)
+    with contextlib.suppress(Exception):  # before: the page had left, and the logout's request with it
+        logout.fulfill(response=logged_out)
+    expect(page).to_have_url(re.compile(r"/console/login"))
+    expect(page.locator("body")).to_contain_text("no longer opens on any replica")
 
 
 def test_an_org_admin_ends_a_persons_sessions_from_the_cli(world):
