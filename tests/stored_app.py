@@ -22,7 +22,7 @@ from multihome.crypto import init_key_file
 from multihome.simulators import Fault, SimulatorConfig, start_simulator
 
 STORES = ["sqlite", "postgresql"]  # the fixtures' params
-HUNG_ADMIN = ("MH_TEST_HUNG_ADMIN", "mh-bootstrap-admin-key-for-hung-world")  # `hung_world`'s admin key: env, key
+OWN_ADMIN = ("MH_TEST_OWN_ADMIN", "mh-bootstrap-admin-key-of-its-own")  # `param_world`'s admin key: env, key
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float) -> Any:
@@ -115,14 +115,21 @@ async def agent_world(url: str, key_dir: Path, admin_env: str, admin_key: str, *
 
 
 @asynccontextmanager
-async def hung_world(request, tmp_path: Path, *, agent: bool = False, **fields: Any) -> AsyncIterator[tuple]:
+async def param_world(request, tmp_path: Path, *, agent: bool = False, **fields: Any) -> AsyncIterator[tuple]:
     """`stored_world` (`agent_world` if `agent`) on the store of the fixture's param (`store_url`), with an
-    admin key of its own, whose upstream never answers model `m` (group `g`'s): the runs, streams and
-    followers of it stay open. `fields`: `stored_world`'s (groups, config sections)."""
-    request.getfixturevalue("monkeypatch").setenv(*HUNG_ADMIN)
+    admin key of its own (`OWN_ADMIN`). `fields`: `stored_world`'s (groups, config sections)."""
+    request.getfixturevalue("monkeypatch").setenv(*OWN_ADMIN)
     url = store_url(request, tmp_path)
-    world = agent_world(url, tmp_path, *HUNG_ADMIN, **fields) if agent else stored_world(url, *HUNG_ADMIN, **fields)
+    world = agent_world(url, tmp_path, *OWN_ADMIN, **fields) if agent else stored_world(url, *OWN_ADMIN, **fields)
     async with world as parts:
+        yield parts
+
+
+@asynccontextmanager
+async def hung_world(request, tmp_path: Path, *, agent: bool = False, **fields: Any) -> AsyncIterator[tuple]:
+    """`param_world` whose upstream never answers model `m` (group `g`'s): the runs, streams and followers
+    of it stay open."""
+    async with param_world(request, tmp_path, agent=agent, **fields) as parts:
         parts[1].state.faults.add(Fault(hang=True, match="m"))
         yield parts
 

@@ -10,22 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 
 from admin_http import error, ok
-from stored_app import STORES, StoredWorld, store_url, stored_world, until
+from stored_app import STORES, StoredWorld, param_world, until
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-config-names"
 T = "/admin/v1/tenants"
 GRANT = {"starts_on": "2025-01-01", "ends_on": "2099-12-31"}
 
 
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_CONFIG_NAMES", ADMIN_KEY)
-
-
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path) -> AsyncIterator[StoredWorld]:
-    async with stored_world(store_url(request, tmp_path), "MH_TEST_CONFIG_NAMES", ADMIN_KEY) as (w, _, _):
+    async with param_world(request, tmp_path) as (w, _, _):
         yield w
 
 

@@ -12,20 +12,14 @@ import json
 import pytest
 
 from admin_http import error, ok
-from stored_app import STORES, sdk_client, store_url, stored_world
+from stored_app import STORES, param_world, sdk_client
 
 pytestmark = pytest.mark.anyio
-ADMIN_KEY = "mh-bootstrap-admin-key-for-usage-pages"
-
-
-@pytest.fixture(autouse=True)
-def _admin_key(monkeypatch):
-    monkeypatch.setenv("MH_TEST_USAGE_PAGES", ADMIN_KEY)
 
 
 @pytest.fixture(params=STORES)
 async def world(request, tmp_path):
-    async with stored_world(store_url(request, tmp_path), "MH_TEST_USAGE_PAGES", ADMIN_KEY) as parts:
+    async with param_world(request, tmp_path) as parts:
         yield parts
 
 
