@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
 
 from multihome.schema.estimate import CHARS_PER_TOKEN, PER_MESSAGE_TOKENS
 from openai_schemas import problems
 
-from .test_responses import ADMIN_KEY, WEATHER, World, running_world
+from .test_responses import WEATHER, World, running_world
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -25,12 +24,6 @@ def world(request, tmp_path_factory):
 
 def _upstream_calls(world: World) -> int:
     return sum(len(sim.requests()) for sim in world.sims.values())
-
-
-def _http(world: World, tenant: str = "acme") -> httpx.Client:
-    return httpx.Client(
-        base_url=world.gateway.url, headers={"authorization": f"Bearer {world.keys[tenant]}"}, timeout=20
-    )
 
 
 def test_the_sdk_counts_a_turns_input_without_calling_a_provider(world):
@@ -46,11 +39,11 @@ def test_the_sdk_counts_a_turns_input_without_calling_a_provider(world):
     assert told.input_tokens == 2 * PER_MESSAGE_TOKENS + 440 // CHARS_PER_TOKEN  # the instructions are a message
     with_tools = client.responses.input_tokens.count(model="gpt", input=text, tools=[WEATHER], tool_choice="auto")
     assert with_tools.input_tokens > counted.input_tokens  # a function's name, description and parameters count
-    with _http(world) as http:  # the published `?beta=true` variant is a query string on the same path
+    with world.http() as http:  # the published `?beta=true` variant is a query string on the same path
         resp = http.post("/v1/responses/input_tokens?beta=true", json={"model": "gpt", "input": text})
         assert resp.status_code == 200 and resp.json() == counted.model_dump()
     # A read-only (auditor) key calls no model, but counts, as it may ask count_tokens and route explain.
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     made = admin.post(f"/admin/v1/tenants/{world.tenants['acme']}/keys", json={"name": "aud", "roles": ["auditor"]})
     assert made.status_code == 201, made.text
     auditor = openai.OpenAI(base_url=world.gateway.url + "/v1", api_key=made.json()["key"], max_retries=0)
@@ -99,7 +92,7 @@ def test_what_a_create_refuses_a_count_refuses_the_same(world):
         ({"model": "gpt", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
         ({"model": "gpt"}, "input"),
     ]
-    with _http(world) as http:
+    with world.http() as http:
         for body, param in bad:
             for path in ("/v1/responses/input_tokens", "/v1/responses"):
                 resp = http.post(path, json=body)
@@ -111,7 +104,7 @@ def test_what_a_create_refuses_a_count_refuses_the_same(world):
 def test_a_model_group_policy_denies_is_refused_and_nothing_is_metered(world):
     client = world.sdk("initech")
     assert client.responses.input_tokens.count(model="claude", input="allowed yet").input_tokens > 0
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     tenant = world.tenants["initech"]
     policy = {"scope": "tenant", "rules": [{"effect": "deny", "model_groups": ["claude"]}], "description": "no claude"}
     resp = admin.post(f"/admin/v1/tenants/{tenant}/policies", json=policy)
