@@ -80,7 +80,6 @@ def test_a_published_operation_is_never_taken_for_another(operation):
     "method,path",
     [
         ("POST", "/v1/responses/compact"),
-        ("GET", "/v1/chat/completions"),  # the SDK's chat.completions.list()
         ("GET", "/v1/chat/completions/chatcmpl_1"),
         ("POST", "/v1/chat/completions/chatcmpl_1"),
         ("DELETE", "/v1/chat/completions/chatcmpl_1"),
@@ -93,3 +92,12 @@ def test_a_published_path_not_served_is_a_404_saying_why(method, path):
     assert (err.value.status, err.value.body.code) == (404, "unknown_url")
     assert "is not served by this gateway" in err.value.body.message
     assert any(u.why in err.value.body.message for u in UNSERVED)
+
+
+def test_listing_stored_chat_completions_is_a_405_saying_none_are_kept():
+    """GET /v1/chat/completions (the SDK's `chat.completions.list()`): the path is served with POST, so a 405
+    naming it, and why there is no list (was: only 'use POST')."""
+    with pytest.raises(ApiError) as err:
+        TABLE.match("GET", b"/v1/chat/completions")
+    assert (err.value.status, err.value.body.code, err.value.headers) == (405, "method_not_allowed", {"allow": "POST"})
+    assert "keeps no chat completions" in err.value.body.message

@@ -137,14 +137,18 @@ def test_a_model_group_policy_denies_is_refused_and_nothing_is_metered(world):
 
 
 def test_published_paths_not_served_say_so(world):
-    """POST /v1/responses/compact and the stored chat completions (GET /v1/chat/completions, the SDK's
-    `chat.completions.list()`, and `/v1/chat/completions/{id}`) are 404s saying they are not served."""
+    """POST /v1/responses/compact and the stored chat completions (`/v1/chat/completions/{id}`) are 404s
+    saying they are not served; GET /v1/chat/completions (the SDK's `chat.completions.list()`) a 405 saying
+    so too."""
     client = world.sdk()
     with pytest.raises(openai.NotFoundError) as compact:
         client.responses.compact(model="gpt", input="squeeze this")
     assert compact.value.code == "unknown_url" and "does not compact responses" in compact.value.message
+    with pytest.raises(openai.APIStatusError) as listed:  # its path is served with POST: a 405 naming it
+        client.chat.completions.list()
+    assert listed.value.status_code == 405 and listed.value.response.headers["allow"] == "POST"
+    assert "keeps no chat completions" in listed.value.message
     for call in (
-        lambda: client.chat.completions.list(),
         lambda: client.chat.completions.retrieve("chatcmpl_1"),
         lambda: client.chat.completions.delete("chatcmpl_1"),
         lambda: client.chat.completions.messages.list("chatcmpl_1"),

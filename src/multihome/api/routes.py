@@ -9,7 +9,7 @@ that prefix (the handler reads the rest: model names with slashes, the admin API
 `{name}` matches exactly one path segment (`/v1/responses/{response_id}/input_items`). Method `*`
 takes every method (the admin API, which routes inside itself: api/admin/dispatch.py). A served path
 is never also a one-segment template's id: `/v1/responses/input_tokens` is not a response's. `UNSERVED`
-names the published OpenAI paths the gateway does not serve, each answered with a 404 saying why.
+names the published OpenAI operations the gateway does not serve, each answered saying why.
 A handler is named, not imported: the gateway binds the names to the objects the composition
 root built (`app.py`), so the table is readable without building an app.
 """
@@ -147,9 +147,10 @@ ROUTES: tuple[Route, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Unserved:
-    """A path of OpenAI's published API this gateway does not serve: a 404 that says so and why, rather than
-    a 405 that takes a word of the path for an id (`/v1/responses/compact` under `/v1/responses/{response_id}`)
-    or the list of everything served."""
+    """An operation of OpenAI's published API this gateway does not serve: a 404 that says so and why, rather
+    than a 405 that takes a word of the path for an id (`/v1/responses/compact` under
+    `/v1/responses/{response_id}`) or the list of everything served; on a path served with other methods
+    (`GET /v1/chat/completions`), the 405 naming them says why too."""
 
     method: str
     path: str  # ending in `{name}`: every path under its prefix
@@ -259,13 +260,13 @@ class RouteTable:
         why = self._unserved.get((method, path))
         if why is None:
             why = next((w for m, p, w in self._unserved_under if m in (method, ANY) and path.startswith(p)), None)
-        if why is not None:
+        if why is not None and path not in self._exact:  # nothing is served at this path
             return ApiError(404, f"{method} {shown} is not served by this gateway. {why}", code="unknown_url")
         if known:
             allow = ", ".join(sorted(known))
             return ApiError(
                 405,
-                f"Method {method} is not allowed on {shown}; use {allow}.",
+                f"Method {method} is not allowed on {shown}; use {allow}." + (f" {why}" if why else ""),
                 code="method_not_allowed",
                 headers={"allow": allow},
             )
