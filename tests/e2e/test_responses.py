@@ -70,6 +70,11 @@ class World:
             self.keys[name] = resp.json()["key"]
         admin.close()
 
+    def http(self, tenant: str | None = "acme") -> httpx.Client:
+        """A plain HTTP client with the tenant's key (None: the admin key)."""
+        key = self.keys[tenant] if tenant is not None else ADMIN_KEY
+        return httpx.Client(base_url=self.gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=20)
+
     def sdk(self, tenant: str = "acme") -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=self.keys[tenant], max_retries=0, timeout=20)
 
@@ -363,7 +368,7 @@ def test_incomplete_and_bad_requests(world):
 @pytest.mark.parametrize("group", ["claude", "gpt"])  # translated (Anthropic), native (OpenAI's /responses)
 def test_every_turn_is_metered_like_a_chat_call(world, group):
     """Each turn goes through the pipeline: metered per turn, the re-sent context billed as input again."""
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     globex = world.tenants["globex"]
 
     def claude_row() -> dict:
@@ -388,7 +393,7 @@ def test_policy_is_decided_per_turn(world):
     raw = client.responses.with_raw_response.create(model="zones", input="begun in the US")
     assert raw.headers["x-multihome-deployment"] == "oa"
     one = raw.parse()
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
     resp = admin.post(f"/admin/v1/tenants/{world.tenants['initech']}/policies", json=policy)
     assert resp.status_code == 201, resp.text
