@@ -1,0 +1,106 @@
+// The Responses API with the official openai Node SDK: unary, streamed (raw events and the SDK's
+// accumulating ResponseStream), background with retrieve, and a previous_response_id chain.
+import OpenAI from 'openai';
+import { apiKey, baseURL, runCases } from './common.mjs';
+
+const client = new OpenAI({ baseURL: baseURL + '/v1', apiKey, maxRetries: 0, timeout: 20000 });
+const model = process.env.MH_CHAT_MODEL;
+
+function summary(r) {
+  return {
+    id: r.id,
+    object: r.object,
+    status: r.status,
+    model: r.model,
+    output_text: r.output_text,
+    output_types: r.output.map((o) => o.type),
+    usage: r.usage,
+    previous_response_id: r.previous_response_id ?? null,
+    background: r.background ?? null,
+    created_at: r.created_at,
+  };
+}
+
+await runCases({
+  async unary() {
+    return summary(await client.responses.create({ model, input: 'Hello from node responses' }));
+  },
+  async stream_events() {
+    const stream = await client.responses.create({ model, input: 'Hello from node events', stream: true });
+    const events = [];
+    for await (const event of stream) events.push(event);
+    const last = events[events.length - 1];
+    return {
+      types: events.map((e) => e.type),
+      sequence_numbers: events.map((e) => e.sequence_number),
+      deltas: events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join(''),
+      done_text: events.find((e) => e.type === 'response.output_text.done')?.text ?? null,
+      final: last?.response ? summary(last.response) : null,
+    };
+  },
+  async stream_helper() {
+    // ResponseStream rebuilds the response from the events and raises on any it cannot place.
+    const stream = client.responses.stream({ model, input: 'Hello from node helper' });
+    const types = [];
+    stream.on('event', (e) => types.push(e.type));
+    const final = await stream.finalResponse();
+    return { types, final: summary(final) };
+  },
+  async background() {
+    const started = await client.responses.create({ model, input: 'Hello from node background', background: true });
+    let r = started;
+    const deadline = Date.now() + 30000;
+    while (['queued', 'in_progress'].includes(r.status) && Date.now() < deadline) {
+      await new Promise((done) => setTimeout(done, 100));
+      r = await client.responses.retrieve(started.id);
+    }
+    return { started: summary(started), retrieved: summary(r) };
+  },
+  async chained() {
+    const first = await client.responses.create({ model, input: 'Remember the word heron', store: true });
+    const second = await client.responses.create({
+      model,
+      input: 'What was the word?',
+      previous_response_id: first.id,
+    });
+    const items = [];
+    for await (const item of client.responses.inputItems.list(second.id, { limit: 1 })) items.push(item);
+    return { first: summary(first), second: summary(second), input_items: items.map((i) => i.type + ':' + i.role) };
+  },
+  async function_call_streamed() {
+    const tools = [
+      {
+        type: 'function',
+        name: 'get_weather',
+        description: 'The weather in a city',
+        parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+        strict: true,
+      },
+    ];
+    const stream = client.responses.stream({ model, input: 'call get_weather {"city":"Lima"}', tools });
+    const types = [];
+    stream.on('event', (e) => types.push(e.type));
+    const first = await stream.finalResponse();
+    const call = first.output.find((o) => o.type === 'function_call');
+    const second = await client.responses.create({
+      model,
+      tools,
+      previous_response_id: first.id,
+      input: [{ type: 'function_call_output', call_id: call.call_id, output: 'foggy, 17C' }],
+    });
+    return {
+      types,
+      call: { type: call.type, name: call.name, arguments: call.arguments, call_id: call.call_id, status: call.status },
+      answer: second.output_text,
+    };
+  },
+  async bad_request_streamed() {
+    const stream = await client.responses.create({ model, input: 'hi', temperature: 7, stream: true });
+    for await (const _ of stream);
+    return 'accepted';
+  },
+  async not_found() {
+    await client.responses.retrieve('resp_doesnotexist');
+    return 'found';
+  },
+});
