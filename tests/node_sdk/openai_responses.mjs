@@ -67,6 +67,23 @@ await runCases({
     for await (const item of client.responses.inputItems.list(second.id, { limit: 1 })) items.push(item);
     return { first: summary(first), second: summary(second), input_items: items.map((i) => i.type + ':' + i.role) };
   },
+  async input_items_paginated() {
+    // CursorPage follows the last item's id as `after`, one item a page.
+    const r = await client.responses.create({
+      model,
+      input: [
+        { role: 'user', content: 'first' },
+        { role: 'assistant', content: 'second' },
+        { role: 'user', content: 'third' },
+      ],
+    });
+    const texts = async (query) => {
+      const out = [];
+      for await (const item of client.responses.inputItems.list(r.id, query)) out.push(item.content[0].text);
+      return out;
+    };
+    return { desc: await texts({ limit: 1 }), asc: await texts({ limit: 2, order: 'asc' }) };
+  },
   async function_call_streamed() {
     const tools = [
       {
