@@ -264,6 +264,9 @@ def test_responses_background_chain_and_function_calls(world, run, model):
     kind = UPSTREAM[model]
     sent = next(e for e in reversed(world.sims[kind].requests()) if "What was the word?" in e["body"])
     assert "Remember the word heron" in sent["body"]  # the chain rebuilt for the upstream
+    alone, counted = chained["counted"]["alone"], chained["counted"]["chained"]
+    assert alone["object"] == counted["object"] == "response.input_tokens"
+    assert 0 < alone["input_tokens"] < counted["input_tokens"]  # the chain's turns counted too
 
     paged = ok(results, "input_items_paginated")
     assert paged == {"desc": ["third", "second", "first"], "asc": ["first", "second", "third"]}

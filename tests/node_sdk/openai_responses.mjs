@@ -1,5 +1,6 @@
 // The Responses API with the official openai Node SDK: unary, streamed (raw events and the SDK's
-// accumulating ResponseStream), background with retrieve, and a previous_response_id chain.
+// accumulating ResponseStream), background with retrieve, a previous_response_id chain, input items and
+// input token counts.
 import OpenAI from 'openai';
 import { apiKey, baseURL, runCases } from './common.mjs';
 
@@ -65,7 +66,19 @@ await runCases({
     });
     const items = [];
     for await (const item of client.responses.inputItems.list(second.id, { limit: 1 })) items.push(item);
-    return { first: summary(first), second: summary(second), input_items: items.map((i) => i.type + ':' + i.role) };
+    // inputTokens.count: the turn's prompt alone, then with the chain before it.
+    const alone = await client.responses.inputTokens.count({ model, input: 'What was the word?' });
+    const chained = await client.responses.inputTokens.count({
+      model,
+      input: 'What was the word?',
+      previous_response_id: first.id,
+    });
+    return {
+      first: summary(first),
+      second: summary(second),
+      input_items: items.map((i) => i.type + ':' + i.role),
+      counted: { alone, chained },
+    };
   },
   async input_items_paginated() {
     // CursorPage follows the last item's id as `after`, one item a page.
