@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from .fleet import CHAT_GROUPS, CLIENT_KEY, EMBEDDING_GROUPS, KEY_ENV, SECRETS, fleet
+from .helpers import text_stream_frame
 from .processes import Simulator
 from .stores import head_database
 
@@ -129,9 +130,13 @@ def said(world, model: str, text: str) -> Said:
     return Said(answered(world.sims[kind], json.dumps(text), PATHS[kind]))
 
 
-def chat_usage(usage: dict, want: Said) -> None:
-    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (want.input, want.output)
+def same_usage(usage: dict, want: Said, names: tuple[str, str] = ("prompt_tokens", "completion_tokens")) -> None:
+    """`usage` (chat's names, or the Responses API's: `RESPONSE_TOKENS`) counts what the upstream said."""
+    assert (usage[names[0]], usage[names[1]]) == (want.input, want.output)
     assert usage["total_tokens"] == want.input + want.output
+
+
+RESPONSE_TOKENS = ("input_tokens", "output_tokens")
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude"])
@@ -143,7 +148,7 @@ def test_chat_completions_unary_and_streamed(world, run, model):
     assert unary["id"] == (want.id if model == "gpt-4o" else "chatcmpl-" + want.id)  # Anthropic's id, kept visible
     assert (unary["object"], unary["role"], unary["finish_reason"]) == ("chat.completion", "assistant", "stop")
     assert unary["request_id"].startswith("req_") and unary["content_type"] == "application/json"
-    chat_usage(unary["usage"], want)
+    same_usage(unary["usage"], want)
 
     streamed = ok(results, "stream_with_usage")
     want = said(world, model, "Hello from node stream")
@@ -151,12 +156,12 @@ def test_chat_completions_unary_and_streamed(world, run, model):
     assert streamed["objects"] == ["chat.completion.chunk"] and streamed["finish_reasons"] == ["stop"]
     [last] = streamed["usage_chunks"]  # include_usage: one chunk with usage and no choices
     assert last["choices"] == 0
-    chat_usage(last["usage"], want)
+    same_usage(last["usage"], want)
 
     helper = ok(results, "stream_helper")  # the SDK's ChatCompletionStream took every chunk
     want = said(world, model, "Hello from node helper")
     assert helper["content"] == want.text
-    chat_usage(helper["usage"], want)
+    same_usage(helper["usage"], want)
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude"])
@@ -206,11 +211,6 @@ def test_embeddings_base64_and_float_and_models(world, run):
     assert {(m["object"], m["owned_by"]) for m in models} == {("model", "multihome")}
 
 
-def response_usage(usage: dict, want: Said) -> None:
-    assert (usage["input_tokens"], usage["output_tokens"]) == (want.input, want.output)
-    assert usage["total_tokens"] == want.input + want.output
-
-
 @pytest.mark.parametrize("model", ["gpt-4o", "claude"])
 def test_responses_unary_and_every_streamed_event(world, run, model):
     results = run("openai_responses.mjs", model)
@@ -218,33 +218,22 @@ def test_responses_unary_and_every_streamed_event(world, run, model):
     want = said(world, model, "Hello from node responses")
     assert unary["output_text"] == want.text and unary["id"].startswith("resp_")
     assert (unary["object"], unary["status"], unary["output_types"]) == ("response", "completed", ["message"])
-    response_usage(unary["usage"], want)
+    same_usage(unary["usage"], want, RESPONSE_TOKENS)
 
     events = ok(results, "stream_events")
     want = said(world, model, "Hello from node events")
     types = events["types"]
-    assert types[:4] == [
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-    ]
-    assert types[-4:] == [
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
+    text_stream_frame(types)
     assert set(types[4:-4]) == {"response.output_text.delta"}
     assert events["sequence_numbers"] == list(range(len(types)))
     assert events["deltas"] == events["done_text"] == want.text
     assert events["final"]["status"] == "completed"
-    response_usage(events["final"]["usage"], want)
+    same_usage(events["final"]["usage"], want, RESPONSE_TOKENS)
 
     helper = ok(results, "stream_helper")  # the SDK's ResponseStream placed every event
     want = said(world, model, "Hello from node helper")
     assert helper["final"]["output_text"] == want.text and helper["types"][-1] == "response.completed"
-    response_usage(helper["final"]["usage"], want)
+    same_usage(helper["final"]["usage"], want, RESPONSE_TOKENS)
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude"])
@@ -256,7 +245,7 @@ def test_responses_background_chain_and_function_calls(world, run, model):
     assert retrieved["id"] == started["id"] and retrieved["status"] == "completed"
     want = said(world, model, "Hello from node background")
     assert retrieved["output_text"] == want.text
-    response_usage(retrieved["usage"], want)
+    same_usage(retrieved["usage"], want, RESPONSE_TOKENS)
 
     chained = ok(results, "chained")
     assert chained["second"]["previous_response_id"] == chained["first"]["id"]
