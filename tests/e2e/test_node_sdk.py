@@ -207,8 +207,9 @@ def test_embeddings_base64_and_float_and_models(world, run):
     assert [[round(x, 6) for x in v] for v in got["vectors"]] == [[round(x, 6) for x in v] for v in floats]
     assert got["indexes"] == [0, 1] and got["usage"]["prompt_tokens"] == want["usage"]["prompt_tokens"]
     models = ok(results, "models")
-    assert {m["id"] for m in models} == set(CHAT_GROUPS + EMBEDDING_GROUPS)
-    assert {(m["object"], m["owned_by"]) for m in models} == {("model", "multihome")}
+    assert {m["id"] for m in models["ids"]} == set(CHAT_GROUPS + EMBEDDING_GROUPS)
+    assert {(m["object"], m["owned_by"]) for m in models["ids"]} == {("model", "multihome")}
+    assert models["one"]["id"] == "gpt-4o" and isinstance(models["one"]["created"], int)
 
 
 @pytest.mark.parametrize("model", ["gpt-4o", "claude"])
@@ -246,6 +247,15 @@ def test_responses_background_chain_and_function_calls(world, run, model):
     want = said(world, model, "Hello from node background")
     assert retrieved["output_text"] == want.text
     same_usage(retrieved["usage"], want, RESPONSE_TOKENS)
+
+    streamed = ok(results, "background_streamed")
+    text_stream_frame([t for t, _ in streamed["events"][:1] + streamed["events"][2:]])  # + response.queued
+    assert streamed["events"][1][0] == "response.queued"
+    assert [n for _, n in streamed["events"]] == list(range(len(streamed["events"])))
+    assert streamed["again"] == streamed["events"][4:]  # resumed after seq 3: the rest, as first sent
+    want = said(world, model, "Hello from node background stream")
+    assert streamed["final"]["output_text"] == want.text and streamed["final"]["status"] == "completed"
+    same_usage(streamed["final"]["usage"], want, RESPONSE_TOKENS)
 
     chained = ok(results, "chained")
     assert chained["second"]["previous_response_id"] == chained["first"]["id"]

@@ -118,6 +118,7 @@ await runCases({
   async models() {
     const ids = [];
     for await (const m of client.models.list()) ids.push({ id: m.id, object: m.object, owned_by: m.owned_by });
-    return ids;
+    const one = await client.models.retrieve(model);
+    return { ids, one: { id: one.id, object: one.object, created: one.created } };
   },
 });

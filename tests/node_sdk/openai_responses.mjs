@@ -57,6 +57,26 @@ await runCases({
     }
     return { started: summary(started), retrieved: summary(r) };
   },
+  async background_streamed() {
+    // A background stream read whole, then again from after its fourth event (seq 3), as after a drop.
+    const stream = await client.responses.create({
+      model,
+      input: 'Hello from node background stream',
+      background: true,
+      stream: true,
+    });
+    const events = [];
+    for await (const event of stream) events.push(event);
+    const resumed = await client.responses.retrieve(events[0].response.id, { stream: true, starting_after: 3 });
+    const again = [];
+    for await (const event of resumed) again.push(event);
+    const final = events[events.length - 1].response;
+    return {
+      events: events.map((e) => [e.type, e.sequence_number]),
+      again: again.map((e) => [e.type, e.sequence_number]),
+      final: { ...summary(final), output_text: final.output[0]?.content?.[0]?.text ?? null },
+    };
+  },
   async chained() {
     const first = await client.responses.create({ model, input: 'Remember the word heron', store: true });
     const second = await client.responses.create({
