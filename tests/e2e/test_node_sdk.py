@@ -357,3 +357,21 @@ def test_anthropic_door_messages_stream_and_count_tokens(world, run, model):
     assert "max_tokens" in bad["message"] and bad["request_id"].startswith("req_")
     missing = raised(results, "unknown_model")
     assert (missing["class"], missing["status"], missing["type"]) == ("NotFoundError", 404, "not_found_error")
+
+
+def test_a_broken_stream_is_each_sdks_api_error(world, run):
+    """The upstream cuts the stream after its first chunks: the gateway's error event reaches each SDK as its
+    APIError (no status: it came after the 200) with the gateway's message, on every door."""
+    cut = [world.sims[kind] for kind in ("openai", "azure")]  # gpt-4o's deployments, whichever serves
+    for sim in cut:
+        sim.fault(cut_after=2, times=3)
+    try:
+        results = run("stream_failures.mjs", "gpt-4o")
+    finally:
+        for sim in cut:
+            sim.clear_faults()
+    for case, kind in (("chat", "server_error"), ("responses", "error"), ("anthropic", "api_error")):
+        error = raised(results, case)
+        assert (error["class"], error["status"], error["type"]) == ("APIError", None, kind), case
+        assert "the answer is incomplete" in error["message"], case
+    assert raised(results, "chat")["code"] == raised(results, "responses")["code"] == "upstream_stream_interrupted"
