@@ -347,6 +347,13 @@ def test_anthropic_door_messages_stream_and_count_tokens(world, run, model):
     tool = ok(results, "tool_use")
     assert tool["stop_reason"] == "tool_use" and [b["type"] for b in tool["content"]] == ["tool_use"]
     assert tool["content"][0]["name"] == "get_weather" and isinstance(tool["content"][0]["input"], dict)
+    streamed = ok(results, "tool_use_streamed")
+    assert streamed["types"][:2] == ["message_start", "content_block_start"]
+    assert set(streamed["types"][2:-3]) == {"content_block_delta:input_json_delta"}
+    assert streamed["types"][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    [block] = streamed["final"]["content"]
+    assert (block["type"], block["name"], block["input"]) == ("tool_use", "get_weather", tool["content"][0]["input"])
+    assert streamed["final"]["stop_reason"] == "tool_use"
 
     counted = ok(results, "count_tokens")
     assert isinstance(counted["input_tokens"], int) and counted["input_tokens"] > 0

@@ -72,6 +72,19 @@ await runCases({
     });
     return summary(m);
   },
+  async tool_use_streamed() {
+    // MessageStream joins the input_json_delta pieces and parses them into the block's input.
+    const stream = client.messages.stream({
+      model,
+      max_tokens: 256,
+      tools: [WEATHER],
+      tool_choice: { type: 'tool', name: 'get_weather' },
+      messages: [{ role: 'user', content: 'What is the weather in Lima, streamed?' }],
+    });
+    const types = [];
+    stream.on('streamEvent', (e) => types.push(e.type + (e.delta?.type ? ':' + e.delta.type : '')));
+    return { types, final: summary(await stream.finalMessage()) };
+  },
   async count_tokens() {
     return await client.messages.countTokens({
       model,
