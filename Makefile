@@ -71,4 +71,4 @@ conformance: install
 	$(BIN)/python -m tests.conformance.report
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info tests/node_sdk/node_modules
