@@ -105,16 +105,6 @@ ROUTES = [
         "ResponseStreamEvent",
     ),
     PublicRoute(
-        "POST",
-        "/v1/responses/input_tokens",
-        "getInputTokenCounts",
-        "The prompt tokens a Responses request would send, its stored context included (the gateway's "
-        "estimate; nothing is sent upstream)",
-        OPENAI,
-        "ResponseCreateRequest",
-        "ResponseInputTokens",
-    ),
-    PublicRoute(
         "GET",
         "/v1/responses/{response_id}",
         "getResponse",
@@ -714,9 +704,6 @@ def _responses_schemas() -> dict[str, Schema]:
         "Response": response,
         "ResponseStreamEvent": event,
         "Deleted": _obj(["id", "object", "deleted"], id=STR, object=STR, deleted=BOOL),
-        "ResponseInputTokens": _obj(
-            ["object", "input_tokens"], object=_const("response.input_tokens"), input_tokens=INT
-        ),
         "ItemList": _obj(
             ["object", "data", "has_more"],
             object=_const("list"),

@@ -92,7 +92,6 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC, scope="messages"),
     Route("POST", "/v1/route/explain", "explain"),
     Route("POST", "/v1/responses", "responses_create"),
-    Route("POST", "/v1/responses/input_tokens", "responses_input_tokens", scope="responses"),
     Route("GET", "/v1/responses/{response_id}", "responses_retrieve", scope="responses"),
     Route("DELETE", "/v1/responses/{response_id}", "responses_delete", scope="responses", writes=True),
     Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel", scope="responses", writes=True),

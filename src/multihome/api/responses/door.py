@@ -20,7 +20,6 @@ import msgspec
 
 from ...policy.pins import STORED_RESPONSE
 from ...routing.stream_relay import StreamRelay
-from ...schema import estimate
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.responses import CreateResponse, parse_create, runs_tools
 from ...state import ItemPage, StateStore, StoredResponse
@@ -439,23 +438,6 @@ class ResponsesDoor:
         query = list_query(call, include=True)
         found = await self._stored(call, segments(call)[1])
         await answer(call, send, page_of(found.input, query))
-
-    async def input_tokens(self, call: Call, receive: Receive, send: Send) -> None:
-        """`POST /v1/responses/input_tokens`: the turn's prompt tokens, context included (the chain or the
-        conversation, read as a create reads it), by the estimate routing uses (schema/estimate.py), not the
-        model's tokenizer. No upstream is called and nothing is stored or metered."""
-        body = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
-        big = len(body) > OFF_LOOP_OVER
-        req = await self.pipeline.bodies.parse(parse_create, body) if big else parse_create(body)
-        call.group = self.pipeline.group(req.model).name  # an unknown model is a 404, as on a create
-        who = tenant(call)
-        _, context, _ = await self._chain_context(who, req)
-        pool = self.pipeline.bodies if big else None
-        canonical, _ = await to_canonical(
-            req, context, stored_items(req.input), thinking=self.thinking.of(who), pool=pool
-        )
-        count = {"object": "response.input_tokens", "input_tokens": estimate.prompt_tokens(canonical.request)}
-        await answer(call, send, count)
 
     async def delete(self, call: Call, receive: Receive, send: Send) -> None:
         response_id = segments(call)[1]

@@ -24,7 +24,7 @@ def handlers(
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
     `background` runs background responses (with storage only); `agent`: what runs with MCP tools
     need (their limits, prices, egress rules); `state_gate`: a tenant's share of the stored-state routes'
-    calls running at once (tenant_gate.py): the conversations', a response's read, delete and cancel, and a count (a
+    calls running at once (tenant_gate.py): the conversations', and a response's read, delete and cancel (a
     create is a model call, held by rate limits and budgets; a stream is held by the streams' share)."""
     responses, conversations = (
         ResponsesDoor(pipeline, state, background, agent),
@@ -44,7 +44,6 @@ def handlers(
         "responses_delete": gate.guard(responses.delete),
         "responses_cancel": gate.guard(responses.cancel),
         "responses_input_items": gate.guard(responses.input_items),
-        "responses_input_tokens": gate.guard(responses.input_tokens),
         "conversations_create": gate.guard(conversations.create),
         "conversations_retrieve": gate.guard(conversations.retrieve),
         "conversations_update": gate.guard(conversations.update),
