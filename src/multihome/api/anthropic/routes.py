@@ -1,5 +1,5 @@
 """Anthropic-compatible front door: `POST /v1/messages` for Claude-native clients, and
-`POST /v1/messages/count_tokens` (the gateway's estimate; no upstream is called).
+`POST /v1/messages/count_tokens` (the gateway's estimate, decided by policy as a message; no upstream is called).
 
 The request is translated into the canonical OpenAI chat request and runs through the same
 pipeline as `/v1/chat/completions` (api/pipeline.py), so policy, routing, failover, accounting
@@ -39,7 +39,10 @@ class AnthropicDoor:
         about four characters a token, a flat count per image), not the model's tokenizer."""
         raw = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
         model, tokens = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool, as messages'
-        call.group = self.pipeline.group(model).name  # an unknown model is a 404, as on /v1/messages
+        group = self.pipeline.group(model)  # an unknown model is a 404, as on /v1/messages
+        call.group = group.name
+        # Policy decides as for /v1/messages (403 when it refuses); a read-only key counts, as it may explain a route.
+        self.pipeline.admit(call, group, "messages")
         body = msgspec.json.encode({"input_tokens": tokens})
         await send_json(call, send, 200, body, [JSON, *_ids(call)])
 
