@@ -1,7 +1,8 @@
 """`GET /v1/models` and `GET /v1/models/{model}`: the model groups this gateway serves, in
 OpenAI's model-list shape, or in Anthropic's for a caller that sends `anthropic-version` (the
 anthropic SDK's `models.list()` and `models.retrieve()`, which read `type`, `display_name` and
-`created_at`, and page by `has_more`/`last_id`), each encoded once at start-up."""
+`created_at`, and page by `has_more`/`last_id`), each encoded once at start-up. The Anthropic shape lists
+only the groups `/v1/messages` can serve (a chat deployment in them): not an embeddings group."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 import msgspec
 
-from ...schema.errors import ApiError
+from ...schema.errors import ApiError, echo
 from ..anthropic.errors import ANTHROPIC
 from ..asgi import JSON, Receive, Send, header
 from ..pipeline import Call, Pipeline
@@ -30,9 +31,13 @@ class ModelsDoor:
         self._one = {name: msgspec.json.encode(entry) for name, entry in entries.items()}
         # Anthropic's ModelInfo: a group has no release date, so the gateway's start stands for it.
         at = dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        claude = {name: {"type": "model", "id": name, "display_name": name, "created_at": at} for name in names}
-        page = {"data": list(claude.values()), "has_more": False, "first_id": names[0] if names else None}
-        self._anthropic_list = msgspec.json.encode({**page, "last_id": names[-1] if names else None})
+        # An Anthropic client lists models to pick one for Messages: only the groups /v1/messages can serve.
+        chat = [
+            name for name, g in pipeline.catalog.groups.items() if any("chat" in d.capabilities for d in g.deployments)
+        ]
+        claude = {name: {"type": "model", "id": name, "display_name": name, "created_at": at} for name in chat}
+        page = {"data": list(claude.values()), "has_more": False, "first_id": chat[0] if chat else None}
+        self._anthropic_list = msgspec.json.encode({**page, "last_id": chat[-1] if chat else None})
         self._anthropic_one = {name: msgspec.json.encode(entry) for name, entry in claude.items()}
 
     async def list(self, call: Call, receive: Receive, send: Send) -> None:
@@ -47,12 +52,22 @@ class ModelsDoor:
         if body is None:
             try:
                 self.pipeline.group(name)  # raises the 404 that lists the models there are
+                raise _not_for_messages(name)  # the group exists, but serves no Messages call
             except ApiError as err:
                 if not anthropic:
                     raise
                 await send_failure(call, send, ANTHROPIC, err, [*_ids(call, True)])
             return
         await send_json(call, send, 200, body, [JSON, *_ids(call, anthropic)])
+
+
+def _not_for_messages(name: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model '{echo(name)}' serves no Messages call on this gateway (none of its deployments is a chat model).",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _ids(call: Call, anthropic: bool) -> list[tuple[bytes, bytes]]:
