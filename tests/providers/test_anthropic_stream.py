@@ -235,3 +235,14 @@ def test_a_thinking_delta_after_its_block_stopped_is_ignored_not_a_crash():
     blocks = [b for c in chunks[:-1] for ch in c["choices"] for b in ch["delta"].get("thinking_blocks") or ()]
     assert blocks == [{"type": "thinking", "thinking": "hm", "signature": "s"}]
     assert fold(chunks)[0] == "ok" and chunks[-1] == DONE
+
+
+def test_message_start_gives_the_prompts_usage_before_any_output():
+    """What the Anthropic door's own message_start carries (api/anthropic/stream.py): cache reads and writes
+    within the prompt, as OpenAI counts it, the reads named apart."""
+    dec = AnthropicStreamDecoder("fallback")
+    assert dec.start_usage is None
+    dec.feed(START)
+    usage = dec.start_usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens_details.cached_tokens) == (75, 1, 50)

@@ -220,3 +220,10 @@ def test_an_eu_only_tenant_is_never_routed_to_a_us_or_global_profile():
     decision = engine.decide(Principal(tenant="acme", subject="u", source="static"), "claude", "chat", facts)
     assert decision.deployments == {"eu-profile", "in-region"}
     assert set(decision.denied) == {"global-profile", "us-profile"}
+
+
+def test_the_prompts_usage_is_known_from_the_streams_message_start():
+    decoder = InvokeStreamDecoder(MODEL)
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": MODEL, "usage": {"input_tokens": 3}}}
+    decoder.feed(es.event("chunk", {"bytes": base64.b64encode(msgspec.json.encode(start)).decode()}))
+    assert decoder.start_usage is not None and decoder.start_usage.prompt_tokens == 3

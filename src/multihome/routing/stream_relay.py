@@ -90,6 +90,12 @@ class StreamRelay:
         self.content_chars = 0  # for a usage estimate when the upstream reports none
         self.tool_calls: list[tuple[str, str]] = []  # (name, id) as the calls start
 
+    @property
+    def start_usage(self) -> Usage | None:
+        """The prompt's usage as the upstream reported it when its stream began (an Anthropic Messages stream's
+        message_start: providers/anthropic/stream.py), None from an upstream that reports usage only at the end."""
+        return getattr(self._decoder, "start_usage", None)  # only the decoders that know it have it
+
     async def first(self) -> bytes:
         """Read until the upstream has produced something (not just the role preamble).
 

@@ -69,7 +69,7 @@ class AnthropicDoor:
         )
         headers.append((b"request-id", call.request_id))  # the anthropic SDK's name for it (errors.ANTHROPIC)
         if served.stream is not None:
-            converter = AnthropicStream(parsed.request)
+            converter = AnthropicStream(parsed.request, served.stream.start_usage)
             first = converter.feed(served.first)
             relay = cast(StreamRelay, TranslatedRelay(served.stream, converter))  # the same rest()/close()/cut()
             translated = msgspec.structs.replace(served, first=first, stream=relay)

@@ -34,8 +34,9 @@ def error_event(message: str, kind: str = "api_error") -> bytes:
 class AnthropicStream:
     """Feed the relay's SSE bytes; get Anthropic SSE bytes. One instance per response."""
 
-    def __init__(self, req: MessagesRequest) -> None:
+    def __init__(self, req: MessagesRequest, start_usage: Usage | None = None) -> None:
         self._req = req
+        self._start_usage = start_usage  # the prompt's usage, when the upstream told it at its stream's start
         self._split = SseSplitter()
         self._started = False
         self._open: int | None = None  # index of the block currently open (Anthropic: one at a time)
@@ -85,8 +86,9 @@ class AnthropicStream:
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                # OpenAI reports usage only in the last chunk: 0 here, true totals in message_delta.
-                "usage": usage_of(chunk.usage),
+                # The prompt's tokens when the upstream said them at its start (an Anthropic upstream's
+                # message_start); OpenAI reports usage only in its last chunk: 0 here, the totals in message_delta.
+                "usage": usage_of(chunk.usage or self._start_usage),
             }
             out.append(event("message_start", {"type": "message_start", "message": message}))
         if chunk.usage is not None:

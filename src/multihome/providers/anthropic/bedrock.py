@@ -24,6 +24,7 @@ from ...schema.bounded import Decoder
 from ...schema.chat import ParsedChat
 from ...schema.embeddings import ParsedEmbeddings
 from ...schema.errors import bad_request
+from ...schema.peek import Usage
 from ..aws import JSON_HEADERS, STREAM_HEADERS, Runtime, classify, client_error_body, runtime, stream_error_payload
 from ..base import AdapterBase, Classified, UpstreamRequest
 from . import BEDROCK, response
@@ -59,6 +60,11 @@ class InvokeStreamDecoder:
         self._buf = EventStreamBuffer()
         self._events = AnthropicStreamDecoder(model)
         self._done = False
+
+    @property
+    def start_usage(self) -> Usage | None:
+        """The prompt's usage from the stream's message_start (AnthropicStreamDecoder.start_usage)."""
+        return self._events.start_usage
 
     def feed(self, data: bytes) -> list[bytes]:
         payloads: list[bytes] = []

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from ...schema import peek
 from ...schema.bounded import Decoder
 from ..openai_out import FINISH_STOP, ChunkWriter
 from ..sse import DONE, SseSplitter
@@ -73,6 +74,9 @@ class AnthropicStreamDecoder:
         self._json_mode = False
         self._thinking: dict[int, list[str]] = {}  # open thinking block -> [text so far, signature]
         self._input = self._output = self._cache_read = self._cache_creation = self._thinking_tokens = 0
+        # The prompt's usage as message_start reports it, in OpenAI's terms (cache reads and writes within the
+        # prompt): the Anthropic door's own message_start carries it (api/anthropic/stream.py).
+        self.start_usage: peek.Usage | None = None
         self.done = False
         self._corrupt = ""
 
@@ -178,6 +182,10 @@ class AnthropicStreamDecoder:
         elif kind == "message_start":
             msg = ev.message or _Message()
             self._usage(msg.usage)
+            if msg.usage is not None:
+                prompt = self._input + self._cache_read + self._cache_creation
+                cached = peek.PromptDetails(cached_tokens=self._cache_read)
+                self.start_usage = peek.Usage(prompt, self._output, prompt + self._output, cached)
             out.append(self._writer(msg.model, msg.id).role())
         elif kind == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason is not None:
