@@ -81,7 +81,9 @@ def completion(
     refusal: str | None = None,
     id: str | None = None,
     reasoning: Reasoning | None = None,
+    matched: str | None = None,
 ) -> bytes:
+    """`matched`: the stop sequence that ended the answer, when the upstream says which (as vLLM does)."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
     if reasoning is not None:
         message.update(reasoning.fields())
@@ -101,11 +103,19 @@ def completion(
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason, **_matched(matched)}
+            ],
             "usage": usage.to_openai(),
             "service_tier": STANDARD_TIER,
         }
     )
+
+
+def _matched(sequence: str | None) -> dict[str, str]:
+    """vLLM's `choices[].stop_reason`, the stop string that matched: the one OpenAI-shaped name for what
+    Anthropic calls `stop_sequence` (the Anthropic door answers it: api/anthropic/translate.py stop_reason)."""
+    return {"stop_reason": sequence} if sequence is not None else {}
 
 
 class Reasoning(msgspec.Struct):
@@ -166,8 +176,12 @@ class ChunkWriter:
     def tool_args(self, index: int, fragment: str) -> bytes:
         return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
 
-    def finish(self, reason: str) -> bytes:
-        return self._chunk({}, reason)
+    def finish(self, reason: str, matched: str | None = None) -> bytes:
+        """The last chunk with choices; `matched`: the stop sequence that ended the answer, when known."""
+        if matched is None:
+            return self._chunk({}, reason)
+        choice: dict[str, Any] = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason, **_matched(matched)}
+        return _encode({**self._head, "choices": [choice]})
 
     def usage(self, usage: UsageOut) -> bytes:
         """The final usage chunk: empty choices. The relay forwards it only to clients that asked."""

@@ -74,6 +74,7 @@ class Message(msgspec.Struct):
     model: str | None = None
     content: list[Block] = []
     stop_reason: str | None = None
+    stop_sequence: str | None = None
     usage: Usage = msgspec.field(default_factory=Usage)
 
 
@@ -122,6 +123,7 @@ def chat_response(body: bytes, upstream_model: str) -> bytes:
         usage=usage,
         id=completion_id(msg.id),
         reasoning=reasoning if reasoning.blocks else None,
+        matched=msg.stop_sequence if finish == FINISH_STOP else None,
     )
 
 

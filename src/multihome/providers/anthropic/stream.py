@@ -33,6 +33,7 @@ class _Delta(msgspec.Struct):
     text: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
+    stop_sequence: str | None = None
     thinking: str | None = None
     signature: str | None = None
 
@@ -71,6 +72,7 @@ class AnthropicStreamDecoder:
         self._blocks: dict[int, tuple[int, int]] = {}  # anthropic block index -> (kind, openai tool index)
         self._tools = 0
         self._stop_reason: str | None = None
+        self._stop_sequence: str | None = None  # the one that matched, said with stop_reason "stop_sequence"
         self._json_mode = False
         self._thinking: dict[int, list[str]] = {}  # open thinking block -> [text so far, signature]
         self._input = self._output = self._cache_read = self._cache_creation = self._thinking_tokens = 0
@@ -190,11 +192,12 @@ class AnthropicStreamDecoder:
         elif kind == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason is not None:
                 self._stop_reason = ev.delta.stop_reason
+                self._stop_sequence = ev.delta.stop_sequence
             self._usage(ev.usage)
         elif kind == "message_stop":
             w = self._writer()
             reason = FINISH_STOP if self._json_mode else finish_reason(self._stop_reason)
-            out.append(w.finish(reason))
+            out.append(w.finish(reason, None if self._json_mode else self._stop_sequence))
             counts = (self._input, self._output, self._cache_read, self._cache_creation, self._thinking_tokens)
             out.append(w.usage(usage_out(*counts)))
             out.append(DONE)
