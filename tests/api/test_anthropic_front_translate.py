@@ -119,6 +119,31 @@ def test_a_thinking_budget_becomes_the_nearest_effort_and_stays_exact_for_claude
     assert "thinking" not in raw
 
 
+@pytest.mark.parametrize(
+    ("config", "effort", "reported"),
+    [
+        (None, "high", []),  # Anthropic's default effort
+        ({"effort": "low"}, "low", []),
+        ({"effort": "medium"}, "medium", []),
+        ({"effort": "max"}, "max", []),
+    ],
+)
+def test_adaptive_thinking_asks_the_effort_of_output_config(config, effort, reported):
+    """`thinking: {type: adaptive}` (the anthropic SDK's ThinkingConfigAdaptiveParam): the model decides how much
+    to think; the effort asked is what reaches the upstream, and a Claude upstream gets that effort's budget."""
+    extra = {"output_config": config} if config is not None else {}
+    parsed, raw, dropped = canonical(max_tokens=20000, thinking={"type": "adaptive"}, **extra)
+    assert raw["reasoning_effort"] == effort and parsed.thinking_budget is None and dropped == reported
+    assert "thinking" not in raw
+
+
+def test_adaptive_thinking_with_an_unknown_effort_or_display_says_so():
+    err = refused(max_tokens=64, thinking={"type": "adaptive"}, output_config={"effort": "ultra"})
+    assert err.body.param == "output_config.effort" and "'ultra'" in err.body.message, err.body
+    _, _, dropped = canonical(thinking={"type": "adaptive", "display": "omitted"})
+    assert dropped == ["thinking.display"]
+
+
 def test_tools_become_function_tools_and_need_the_tools_capability():
     parsed, raw, _ = canonical(tools=[WEATHER])
     assert raw["tools"] == [

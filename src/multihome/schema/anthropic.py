@@ -87,6 +87,7 @@ class Metadata(msgspec.Struct):
 class Thinking(msgspec.Struct):
     type: str
     budget_tokens: int | None = None
+    display: str | None = None  # adaptive thinking's `summarized` / `omitted`
 
 
 class OutputFormat(msgspec.Struct):

@@ -59,7 +59,7 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
     if req.tools:
         body["tools"] = [_tool(t, i, dropped) for i, t in enumerate(req.tools)]
     _tool_choice(req, body)
-    budget = _thinking(req, body)
+    budget = _thinking(req, body, dropped)
     if req.service_tier is not None:
         dropped.add("service_tier")
     _output_config(req, body, dropped)
@@ -74,14 +74,27 @@ def to_canonical(parsed: ParsedMessages) -> tuple[ParsedChat, list[str]]:
     return canonical, sorted(dropped)
 
 
-def _thinking(req: MessagesRequest, body: Json) -> int | None:
-    """`thinking: {type: enabled, budget_tokens}` -> OpenAI's nearest `reasoning_effort` (docs/translation/reasoning.md)."""
+# Anthropic's effort levels: each is OpenAI's reasoning_effort of the same name too (docs/translation/reasoning.md).
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_ADAPTIVE_DEFAULT_EFFORT = "high"  # Anthropic's, when output_config.effort is left out
+
+
+def _thinking(req: MessagesRequest, body: Json, dropped: set[str]) -> int | None:
+    """`thinking: {type: enabled, budget_tokens}` -> OpenAI's nearest `reasoning_effort`; `{type: adaptive}` ->
+    the `output_config.effort` asked, as `reasoning_effort` (docs/translation/reasoning.md). The exact budget of
+    `enabled`, for a Claude upstream; None when there is none."""
     thinking = req.thinking
     if thinking is None or thinking.type == "disabled":
         return None
+    if thinking.display is not None:
+        dropped.add("thinking.display")  # thinking is returned as the upstream gives it
+    if thinking.type == "adaptive":
+        body["reasoning_effort"] = _adaptive_effort(req)
+        return None  # the model decides how much: a Claude upstream gets the budget of that effort
     if thinking.type != "enabled" or thinking.budget_tokens is None or thinking.budget_tokens < MIN_BUDGET:
         raise bad_request(
-            f"thinking: use {{type: 'enabled', budget_tokens: N}} with N at least {MIN_BUDGET}, or {{type: 'disabled'}}.",
+            f"thinking: use {{type: 'enabled', budget_tokens: N}} with N at least {MIN_BUDGET}, "
+            "{type: 'adaptive'} or {type: 'disabled'}.",
             param="thinking",
         )
     if req.max_tokens is not None and thinking.budget_tokens >= req.max_tokens:
@@ -324,12 +337,23 @@ def _tool_choice(req: MessagesRequest, body: Json) -> None:
         body["parallel_tool_calls"] = False
 
 
+def _adaptive_effort(req: MessagesRequest) -> str:
+    effort = req.output_config.effort if req.output_config is not None else None
+    if effort is None:
+        return _ADAPTIVE_DEFAULT_EFFORT
+    if effort not in _EFFORTS:
+        raise bad_request(
+            f"output_config.effort: '{echo(effort)}' is not one of {', '.join(_EFFORTS)}.", param="output_config.effort"
+        )
+    return effort
+
+
 def _output_config(req: MessagesRequest, body: Json, dropped: set[str]) -> None:
     cfg = req.output_config
     if cfg is None:
         return
-    if cfg.effort is not None:
-        dropped.add("output_config.effort")
+    if cfg.effort is not None and (req.thinking is None or req.thinking.type != "adaptive"):
+        dropped.add("output_config.effort")  # only adaptive thinking's amount has an OpenAI equivalent
     fmt = cfg.format
     if fmt is None:
         return
