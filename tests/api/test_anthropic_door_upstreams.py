@@ -1,12 +1,12 @@
-"""The Anthropic door in front of an Anthropic Messages upstream and an OpenAI one, the app in process and the
-official anthropic SDK as its client: what the door can answer only from what the upstream tells.
+"""The Anthropic door in front of Anthropic, Gemini and OpenAI upstreams, the app in process and the official
+anthropic SDK as its client: what the door can answer only from what the upstream tells.
 
 A streamed answer's `message_start` carries the prompt's input tokens when the upstream told them at its own
-stream's start (an Anthropic upstream's message_start), as Anthropic's API does and as clients read them there
-(LangChain, cost trackers); from an upstream that reports usage only in its last chunk (OpenAI's include_usage)
-it says 0 and the count comes in `message_delta` (docs/anthropic-front-door.md "Streaming"). A stop sequence
-hit is `stop_reason: stop_sequence` with the sequence when the upstream says which matched (Anthropic does;
-OpenAI does not: `end_turn`)."""
+stream's start (an Anthropic upstream's message_start, Gemini's first chunk), as Anthropic's API does and as
+clients read them there (LangChain, cost trackers); from an upstream that reports usage only in its last chunk
+(OpenAI's include_usage) it says 0 and the count comes in `message_delta` (docs/anthropic-front-door.md
+"Streaming"). A stop sequence hit is `stop_reason: stop_sequence` with the sequence when the upstream says
+which matched (Anthropic does; OpenAI and Gemini do not: `end_turn`)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,19 @@ KEY_ENV = "MH_TEST_START_USAGE_UPSTREAM_KEY"
 ASK = [{"role": "user", "content": "Tell me about the weather in Lisbon in some detail, please."}]
 
 
-@pytest.fixture(params=["anthropic", "openai"])
+MODELS = {"anthropic": "claude-sonnet-4-5", "gemini": "gemini-2.5-flash", "openai": "m"}
+TOLD_AT_START = ("anthropic", "gemini")  # Gemini counts the prompt in every chunk, the first included
+
+
+@pytest.fixture(params=list(MODELS))
 async def claude(request, monkeypatch):
     """(the upstream's kind, an anthropic SDK client of the app in process over a simulator of that kind, an
     httpx client of the app)."""
     monkeypatch.setenv(KEY_ENV, "sk-upstream-start-usage")
     sim = await start_simulator(SimulatorConfig(kind=request.param, name="up"))
     try:
-        model = "claude-sonnet-4-5" if request.param == "anthropic" else "m"
-        cfg = single(simulated(request.param, sim.url, key_env=KEY_ENV), model=model, server=open_door())
+        upstream = simulated(request.param, sim.url, key_env=KEY_ENV)
+        cfg = single(upstream, model=MODELS[request.param], server=open_door())
         async with served(cfg) as (client, _, app):
             http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://gw")
             sdk = anthropic.AsyncAnthropic(api_key="x", base_url="http://gw", max_retries=0, http_client=http)
@@ -49,7 +53,7 @@ async def test_message_start_carries_the_input_tokens_the_upstream_told_at_its_s
     start, delta = events[0], [e for e in events if e.type == "message_delta"][-1]
     assert start.type == "message_start", events
     assert final.usage.input_tokens > 0 and delta.usage.input_tokens == final.usage.input_tokens
-    if kind == "anthropic":  # told at the start: the same count as the end's
+    if kind in TOLD_AT_START:  # the same count as the end's
         assert start.message.usage.input_tokens == final.usage.input_tokens, start.message.usage
         assert start.message.usage.cache_read_input_tokens == final.usage.cache_read_input_tokens
     else:  # OpenAI says usage only in its last chunk: no count is made up at the start

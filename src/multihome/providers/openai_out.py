@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from ..schema.peek import CompletionDetails, PromptDetails, Usage
+
 _encode = msgspec.json.encode
 
 # The `service_tier` every translated answer reports: the tier its upstream processed it at. A translating
@@ -58,6 +60,12 @@ class UsageOut(msgspec.Struct):
     completion_tokens: int = 0  # reasoning included, as OpenAI counts it
     cached_tokens: int = 0
     reasoning_tokens: int = 0  # the reasoning part of completion_tokens, when the upstream reports it apart
+
+    def counted(self) -> Usage:
+        """As the gateway reads usage from a chunk (schema/peek.py): what a stream decoder tells of its start."""
+        done = CompletionDetails(self.reasoning_tokens) if self.reasoning_tokens else None
+        total = self.prompt_tokens + self.completion_tokens
+        return Usage(self.prompt_tokens, self.completion_tokens, total, PromptDetails(self.cached_tokens), done)
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -10,12 +10,13 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ...schema import peek
 from ...schema.bounded import Decoder
+from ...schema.peek import Usage
 from ..openai_out import FINISH_STOP, ChunkWriter
 from ..sse import DONE, SseSplitter
 from .request import JSON_TOOL
-from .response import Usage, completion_id, finish_reason, usage_out
+from .response import Usage as MessagesUsage
+from .response import completion_id, finish_reason, usage_out
 
 
 class _Block(msgspec.Struct):
@@ -41,7 +42,7 @@ class _Delta(msgspec.Struct):
 class _Message(msgspec.Struct):
     id: str = ""
     model: str | None = None
-    usage: Usage | None = None
+    usage: MessagesUsage | None = None
 
 
 class _Error(msgspec.Struct):
@@ -55,7 +56,7 @@ class _Event(msgspec.Struct):
     message: _Message | None = None
     content_block: _Block | None = None
     delta: _Delta | None = None
-    usage: Usage | None = None
+    usage: MessagesUsage | None = None
     error: _Error | None = None
 
 
@@ -78,7 +79,7 @@ class AnthropicStreamDecoder:
         self._input = self._output = self._cache_read = self._cache_creation = self._thinking_tokens = 0
         # The prompt's usage as message_start reports it, in OpenAI's terms (cache reads and writes within the
         # prompt): the Anthropic door's own message_start carries it (api/anthropic/stream.py).
-        self.start_usage: peek.Usage | None = None
+        self.start_usage: Usage | None = None
         self.done = False
         self._corrupt = ""
 
@@ -117,7 +118,7 @@ class AnthropicStreamDecoder:
             self._out = ChunkWriter(model or self._model, completion_id(message_id))
         return self._out
 
-    def _usage(self, usage: Usage | None) -> None:
+    def _usage(self, usage: MessagesUsage | None) -> None:
         # message_start carries the input side; message_delta carries cumulative totals.
         if usage is None:
             return
@@ -185,9 +186,8 @@ class AnthropicStreamDecoder:
             msg = ev.message or _Message()
             self._usage(msg.usage)
             if msg.usage is not None:
-                prompt = self._input + self._cache_read + self._cache_creation
-                cached = peek.PromptDetails(cached_tokens=self._cache_read)
-                self.start_usage = peek.Usage(prompt, self._output, prompt + self._output, cached)
+                counts = (self._input, self._output, self._cache_read, self._cache_creation, self._thinking_tokens)
+                self.start_usage = usage_out(*counts).counted()
             out.append(self._writer(msg.model, msg.id).role())
         elif kind == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason is not None:

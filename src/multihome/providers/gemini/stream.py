@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ...schema.peek import Usage
 from .. import openai_out as out
 from ..sse import DONE, SseSplitter
 from .response import CallIds, UsageMetadata, args_text, block_message, decode, finish_reason, usage_of
@@ -26,6 +27,7 @@ class GeminiStreamDecoder:
         self._calls = 0
         self._finished = False
         self._usage: UsageMetadata | None = None
+        self.start_usage: Usage | None = None  # the prompt's usage as the first chunk tells it
         self._pending: ValueError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -85,6 +87,10 @@ class GeminiStreamDecoder:
         emitted = [writer.role()] if first else []
         if chunk.usageMetadata is not None:
             self._usage = chunk.usageMetadata
+            if (
+                first
+            ):  # Gemini counts the prompt in every chunk: the first tells it (the Anthropic door's message_start)
+                self.start_usage = usage_of(chunk.usageMetadata).counted()
         if not chunk.candidates:
             feedback = chunk.promptFeedback
             if feedback is not None and feedback.blockReason:
