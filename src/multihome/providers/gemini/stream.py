@@ -84,13 +84,13 @@ class GeminiStreamDecoder:
             return []
         first = self._writer is None
         writer = self._writer_for(chunk.responseId)
-        emitted = [writer.role()] if first else []
+        emitted = []
+        if first:
+            emitted.append(writer.role())
+            if chunk.usageMetadata is not None:  # Gemini counts the prompt in every chunk, the first too
+                self.start_usage = usage_of(chunk.usageMetadata).counted()  # (the Anthropic door's message_start)
         if chunk.usageMetadata is not None:
             self._usage = chunk.usageMetadata
-            if (
-                first
-            ):  # Gemini counts the prompt in every chunk: the first tells it (the Anthropic door's message_start)
-                self.start_usage = usage_of(chunk.usageMetadata).counted()
         if not chunk.candidates:
             feedback = chunk.promptFeedback
             if feedback is not None and feedback.blockReason:
