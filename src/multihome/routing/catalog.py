@@ -63,6 +63,10 @@ class GroupRuntime:
         self.timeouts = (t.connect_s, t.first_byte_s, t.total_s)
         self.clients = {}
 
+    def can(self, capability: str) -> bool:
+        """Whether a deployment of the group has `capability` (`chat`: a Messages or chat call can be served)."""
+        return any(capability in d.capabilities for d in self.deployments)
+
     def bind(self) -> None:
         """Take each deployment's client from its provider's pool (after the catalog bound the pools)."""
         self.clients = {d.name: d.session.upstream(self.timeouts) for d in self.deployments if d.session is not None}

@@ -43,6 +43,14 @@ class AnthropicDoor:
         call.group = group.name
         # Policy decides as for /v1/messages (403 when it refuses); a read-only key counts, as it may explain a route.
         self.pipeline.admit(call, group, "messages")
+        if not group.can("chat"):  # an embeddings group: /v1/messages would refuse the body, so no count
+            lacking = "; ".join(f"{d.name}: lacks chat" for d in group.deployments)
+            raise ApiError(
+                400,
+                f"No deployment of model '{group.name}' can take this request ({lacking}). Use another model.",
+                param="model",
+                code="unsupported_capability",
+            )
         body = msgspec.json.encode({"input_tokens": tokens})
         await send_json(call, send, 200, body, [JSON, *_ids(call)])
 

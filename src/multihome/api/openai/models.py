@@ -32,9 +32,7 @@ class ModelsDoor:
         # Anthropic's ModelInfo: a group has no release date, so the gateway's start stands for it.
         at = dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # An Anthropic client lists models to pick one for Messages: only the groups /v1/messages can serve.
-        chat = [
-            name for name, g in pipeline.catalog.groups.items() if any("chat" in d.capabilities for d in g.deployments)
-        ]
+        chat = [name for name, g in pipeline.catalog.groups.items() if g.can("chat")]
         claude = {name: {"type": "model", "id": name, "display_name": name, "created_at": at} for name in chat}
         page = {"data": list(claude.values()), "has_more": False, "first_id": chat[0] if chat else None}
         self._anthropic_list = msgspec.json.encode({**page, "last_id": chat[-1] if chat else None})
