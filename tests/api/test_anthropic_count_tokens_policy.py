@@ -77,11 +77,18 @@ async def test_a_group_policy_denies_is_refused_as_a_message_is(world):
     assert sim.state.stats.requests == 0, "a count or a refused message reached a provider"
 
 
-async def test_a_model_outside_the_keys_scope_and_an_unknown_model_are_refused(world):
-    w, sim = world
+async def _counting(world, **fields) -> anthropic.AsyncAnthropic:
+    """A client with a key of a tenant of `world` (`fields`: the key's), which counts on group `g`."""
+    w, _ = world
     tenant, _ = await w.tenant("acme")
-    claude = _claude(w, await _key(w, tenant, scopes_models=["g"]))
+    claude = _claude(w, await _key(w, tenant, **fields))
     assert (await claude.messages.count_tokens(model="g", messages=ASK)).input_tokens > 0
+    return claude
+
+
+async def test_a_model_outside_the_keys_scope_and_an_unknown_model_are_refused(world):
+    sim = world[1]
+    claude = await _counting(world, scopes_models=["g"])
     scoped_out = await _same_refusal(claude, "other", 403)
     assert scoped_out["type"] == "permission_error" and "other" in scoped_out["message"], scoped_out
     unknown = await _same_refusal(claude, "no-such-group", 404)
@@ -90,10 +97,8 @@ async def test_a_model_outside_the_keys_scope_and_an_unknown_model_are_refused(w
 
 
 async def test_an_auditor_key_counts_though_it_calls_no_model(world):
-    w, sim = world
-    tenant, _ = await w.tenant("acme")
-    claude = _claude(w, await _key(w, tenant, roles=["auditor"]))
-    assert (await claude.messages.count_tokens(model="g", messages=ASK)).input_tokens > 0
+    sim = world[1]
+    claude = await _counting(world, roles=["auditor"])
     with pytest.raises(anthropic.PermissionDeniedError):
         await claude.messages.create(model="g", max_tokens=16, messages=ASK)
     assert sim.state.stats.requests == 0
