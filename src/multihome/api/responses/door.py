@@ -185,6 +185,9 @@ class ResponsesDoor:
             return
         if shell.store or req.conversation_id is not None or req.previous_response_id is not None:
             call.work = STORED_RESPONSE  # a turn that keeps or reads state is stateful work (policy/pins.py)
+        if shell.store or req.conversation_id is not None:
+            assert self.state is not None  # `store` needs it (need_state), and so does reading a conversation
+            await stored(self.state.ready_to_seal(who))  # a KMS's 503 before the model call, not after it
         turn = NativeTurn(body, req, context, new)
         # A client that hangs up while the upstream call is in flight ends it (the SDKs hang up at their timeout
         # and send the call again): nothing is stored before the answer is in. Once it is, the turn is stored
@@ -271,6 +274,8 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response, end=end)
 
+        if shell.store:
+            await stored(state.ready_to_seal(who))  # a KMS's 503 before any model or tool is called, not after
         with self.agent_runs.held(who):  # a 429 past the tenant's share, before any server is called
             box = Toolbox(resolved, egress=self.agent.egress, registered=lambda view: servers.unchanged(who, view))
             prices = self.agent.prices

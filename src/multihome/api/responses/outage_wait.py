@@ -1,6 +1,7 @@
 """A background run's write that must not fail for an outage: its checkpoint or final record once the work
 it records is done (a model call made, tools called). Raising would have the job run that work again (the
-model called twice); waiting for the database does not. The worker's lease renewal goes on beside it
+model called twice); waiting for the database, or for the KMS to seal again (unreachable, or refusing until
+an operator gives the key or the access back), does not. The worker's lease renewal goes on beside it
 (state/worker.py): a lease lost to another replica, a cancel seen there, or a stop cancels the wait."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ...crypto.errors import KmsError
 from ...schema.errors import ApiError
 from ...storage.errors import outage
 
@@ -17,24 +19,34 @@ log = logging.getLogger("multihome.responses.background")
 
 async def through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bool]]) -> bool:
     """`checkpoint()`, tried again (backoff 0.1 s to 5 s) while the database cannot take it (away, or read-only:
-    a standby after a failover); any other error raises. One warning per outage."""
+    a standby after a failover) or the KMS cannot seal it; any other error raises. One warning per outage."""
     backoff, said = 0.1, False
     while True:
         try:
             return await checkpoint()
         except Exception as exc:
-            why = outage(exc) or (
-                "storage_unavailable" if isinstance(exc, ApiError) and exc.body.code == "storage_unavailable" else None
-            )
+            why = outage(exc) or _waited_out(exc)
             if why is None:
                 raise
             if not said:
                 said = True
                 log.warning(
                     "background response %s: its checkpoint cannot be written (%s); retrying until the database takes "
-                    "writes",
+                    "writes and the KMS seals",
                     response_id,
                     why,
                 )
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
+
+
+_WAITED = frozenset({"storage_unavailable", "kms_unavailable", "kms_refused"})
+
+
+def _waited_out(exc: Exception) -> str | None:
+    """The code of a 503 a checkpoint waits out: the database's, or the KMS's (raised bare, or as `stored` words it)."""
+    if isinstance(exc, KmsError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ApiError) and exc.status == 503 and exc.body.code in _WAITED:
+        return exc.body.code
+    return None

