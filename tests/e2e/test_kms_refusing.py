@@ -7,6 +7,8 @@ served again without a restart."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -50,6 +52,25 @@ def _gateway_token(bao: OpenBao) -> str:
     return made["auth"]["client_token"]
 
 
+def _config(bao: OpenBao, sim: Simulator, tmp) -> dict:
+    return config(
+        storage=sqlite(tmp / "mh.db"),
+        identity=identity("MH_KR_ADMIN"),
+        audit=audit(tmp / "audit"),
+        # Data keys cached 1 s and never served stale: what follows the revocation asks Vault again.
+        kms={
+            "backend": "vault",
+            "vault": {"address": bao.url, "token_env": "MH_KR_VAULT"},
+            "cache_ttl_s": 1,
+            "serve_stale_s": 0,
+        },
+        responses=FAST,
+        providers={"oa": simulated("openai", sim.url)},
+        deployments={"oa": deployment("oa", "gpt-kr")},
+        model_groups=groups({"gpt": "oa"}, retries=0),
+    )
+
+
 def _refused(call, *, read: bool = False) -> None:
     """`call()` is answered at once with the KMS's 503 in OpenAI's error format, worded as a read or a write."""
     with pytest.raises(openai.APIStatusError) as raised:
@@ -73,22 +94,7 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
     gateway = None
     env = {"MH_KR_ADMIN": ADMIN_KEY, "MH_KR_VAULT": _gateway_token(bao)}
     try:
-        cfg = config(
-            storage=sqlite(tmp_path / "mh.db"),
-            identity=identity("MH_KR_ADMIN"),
-            audit=audit(tmp_path / "audit"),
-            # Data keys cached 1 s and never served stale: what follows the revocation asks Vault again.
-            kms={
-                "backend": "vault",
-                "vault": {"address": bao.url, "token_env": "MH_KR_VAULT"},
-                "cache_ttl_s": 1,
-                "serve_stale_s": 0,
-            },
-            responses=FAST,
-            providers={"oa": simulated("openai", sim.url)},
-            deployments={"oa": deployment("oa", "gpt-kr")},
-            model_groups=groups({"gpt": "oa"}, retries=0),
-        )
+        cfg = _config(bao, sim, tmp_path)
         gateway = Gateway(cfg, tmp_path, env)
         admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
         tenant, key = tenant_with_key(admin, "acme")
@@ -144,3 +150,45 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         log = gateway.stop() if gateway is not None else ""
         sim.stop()
     assert "Traceback" not in log and " 500 " not in log, log[-4000:]
+
+
+def test_a_run_handed_to_a_restart_under_a_refusing_kms_fails_as_documented_without_calling_the_model_again(
+    bao, tmp_path
+):
+    """A background response whose gateway was killed mid-call, restarted while Vault refuses: the run cannot
+    open its record, so its job is tried again within `max_attempts` (docs/responses.md) and the response ends
+    `failed` without a second model call, readable once the policy is back; the log says why in one line (a
+    traceback through the KMS client before)."""
+    sim = Simulator("openai", "kms-refusing-restart")
+    env = {"MH_KR_ADMIN": ADMIN_KEY, "MH_KR_VAULT": _gateway_token(bao)}
+    cfg = _config(bao, sim, tmp_path)
+    first = Gateway(cfg, tmp_path, env)
+    second = None
+    try:
+        admin = httpx.Client(base_url=first.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        _, key = tenant_with_key(admin, "acme")
+        client = openai.OpenAI(base_url=first.url + "/v1", api_key=key, max_retries=0, timeout=30)
+        sim.fault(first_byte_ms=60_000, times=1)
+        created = client.responses.create(model="gpt", input="killed mid-call", background=True)
+        until(lambda: [r for r in sim.requests() if "killed mid-call" in r["body"]], what="the model call")
+        os.kill(first.popen.pid, signal.SIGKILL)
+        first.popen.wait(30)
+        sim.clear_faults()
+        _policy(bao, DENIED)
+        second = Gateway(cfg, tmp_path, env)
+        until(lambda: "its attempts are used up" in second.output(), timeout=90, what="the job's attempts to run out")
+        client = openai.OpenAI(base_url=second.url + "/v1", api_key=key, max_retries=0, timeout=30)
+        _refused(lambda: client.responses.retrieve(created.id), read=True)
+
+        _policy(bao, ALLOWED)
+        ended = until(lambda: _answered(lambda: client.responses.retrieve(created.id)), timeout=30, what="a read")
+        if ended.status != "failed":  # the read that fails it (its job is over) may be this one or the next
+            ended = client.responses.retrieve(created.id)
+        assert ended.status == "failed" and ended.error is not None and ended.error.code == "server_error", ended
+        assert len([r for r in sim.requests() if "killed mid-call" in r["body"]]) == 1
+    finally:
+        log = second.stop() if second is not None else ""
+        first.stop()
+        sim.stop()
+    assert "Traceback" not in log and " 500 " not in log, log[-4000:]
+    assert "permission denied" in log  # Vault's own words, in the job's one line
