@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from builders import audit, config, deployment, groups, identity, simulated, sqlite
+from builders import audit, config, deployment, embedding, groups, identity, simulated, sqlite
 from crypto.services import OpenBao, bao_binary
 
 from .helpers import tenant_with_key, until
@@ -66,8 +66,9 @@ def _config(bao: OpenBao, sim: Simulator, tmp) -> dict:
         },
         responses=FAST,
         providers={"oa": simulated("openai", sim.url)},
-        deployments={"oa": deployment("oa", "gpt-kr")},
-        model_groups=groups({"gpt": "oa"}, retries=0),
+        deployments={"oa": deployment("oa", "gpt-kr"), "emb": embedding("oa", "text-embedding-3-small")},
+        model_groups=groups({"gpt": "oa", "embed": "emb"}, retries=0),
+        memory={"embeddings": {"model": "embed", "dimensions": 256}},  # routed: each embedding a billed call
     )
 
 
@@ -113,6 +114,8 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
 
         _refused(lambda: client.responses.create(model="gpt", input="not kept", store=True))
         _refused(lambda: client.responses.create(model="gpt", input="not kept streamed", store=True, stream=True))
+        keyed = {"Idempotency-Key": "kr-keyed-1"}  # a `store: false` answer is kept with its key, sealed
+        _refused(lambda: client.responses.create(model="gpt", input="not kept keyed", store=False, extra_headers=keyed))
         _refused(lambda: client.responses.create(model="gpt", input="not queued", background=True))
         _refused(lambda: client.responses.retrieve(kept.id), read=True)
         _refused(lambda: client.conversations.items.list(conv.id), read=True)
@@ -124,8 +127,9 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         _refused(lambda: client.responses.create(model="gpt", input="not a turn", conversation=conv.id))
         _refused(lambda: client.post("/memory/records", body={**ns, "text": "not remembered"}, cast_to=object))
         _refused(lambda: client.get(f"/memory/records/{record['id']}", cast_to=object), read=True)
-        # The model is not called for a turn whose answer could not be kept (it was, and billed, before).
-        assert [r for r in sim.requests() if "not kept" in r["body"] or "not a turn" in r["body"]] == []
+        # Neither the model nor the embeddings are called for what could not be kept (they were, and billed).
+        unkept = ("not kept", "not a turn", "not remembered")
+        assert [r for r in sim.requests() if any(text in r["body"] for text in unkept)] == []
         until(
             lambda: "its checkpoint cannot be written" in gateway.output(), timeout=60, what="the run to wait to seal"
         )
@@ -144,8 +148,16 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         # Its answer was kept, not asked for again.
         assert len([r for r in sim.requests() if "answered while refused" in r["body"]]) == 1
         assert client.responses.create(model="gpt", input="kept again", store=True).status == "completed"
-        usage = admin.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
-        assert [(u["calls"], u["errors"]) for u in usage] == [(3, 0)], usage  # remember me, the background, kept again
+        again = client.responses.create(model="gpt", input="not kept keyed", store=False, extra_headers=keyed)
+        assert again.status == "completed"  # the refused create left its key free
+
+        def billed() -> list[tuple[int, int]]:
+            usage = admin.get(f"/admin/v1/tenants/{tenant}/usage").json()["data"]
+            return [(u["calls"], u["errors"]) for u in usage if u["model_group"] == "gpt"]
+
+        until(lambda: billed() and billed()[0][0] >= 4, what="the usage rows")
+        time.sleep(0.5)  # a fifth row, were one billed, has been written too
+        assert billed() == [(4, 0)]  # remember me, the background, kept again, the keyed retry: none refused
     finally:
         log = gateway.stop() if gateway is not None else ""
         sim.stop()
