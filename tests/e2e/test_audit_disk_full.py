@@ -19,7 +19,7 @@ import pytest
 
 from builders import audit, config, deployment, groups, identity, price, simulated, sqlite
 
-from .helpers import tenant_with_key, until
+from .helpers import finished, tenant_with_key, until
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN_KEY = "mh-audit-full-admin"
@@ -52,6 +52,16 @@ def _fill(disk: Path) -> Path:
             f.write(b"\0" * 65536)
         raise AssertionError("the disk never filled")
     return filler
+
+
+def _verifies(trail: Path) -> None:
+    verified = subprocess.run(
+        [str(VENV_BIN / "multihome"), "audit", "verify", "--dir", str(trail)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def _chat(client: openai.OpenAI) -> int | str:
@@ -115,13 +125,7 @@ def test_a_full_audit_disk_refuses_with_503_changes_nothing_and_serves_again_onc
     assert all(p.stat().st_size > 0 for p in trail.iterdir()), sorted(
         (p.name, p.stat().st_size) for p in trail.iterdir()
     )
-    verified = subprocess.run(
-        [str(VENV_BIN / "multihome"), "audit", "verify", "--dir", str(trail)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _verifies(trail)
 
 
 def test_a_background_response_whose_attempts_run_out_on_a_full_audit_disk_ends_failed_and_unbilled(
@@ -155,11 +159,7 @@ def test_a_background_response_whose_attempts_run_out_on_a_full_audit_disk_ends_
         until(lambda: _responses_refused(client), timeout=30, what="a call refused for the full disk")
         queued = client.responses.create(model="quick", input="run while full", background=True)
         assert queued.status == "queued"
-        ended = until(
-            lambda: (r := client.responses.retrieve(queued.id)).status not in ("queued", "in_progress") and r,
-            timeout=90,
-            what="the background response to end",
-        )
+        ended = finished(client, queued.id, timeout=90)
         assert ended.status == "failed" and ended.error is not None and ended.error.code == "server_error", ended
         assert ended.output == []
         # Each of its two attempts got an answer it could not serve unaudited (under the one request id).
@@ -168,11 +168,7 @@ def test_a_background_response_whose_attempts_run_out_on_a_full_audit_disk_ends_
 
         filler.unlink()
         later = client.responses.create(model="quick", input="run with room", background=True)
-        done = until(
-            lambda: (r := client.responses.retrieve(later.id)).status not in ("queued", "in_progress") and r,
-            timeout=90,
-            what="the background response after the disk has room",
-        )
+        done = finished(client, later.id, timeout=90)
         assert done.status == "completed" and "run with room" in done.output_text, done
         assert client.responses.retrieve(kept.id).output_text == kept.output_text
         assert client.responses.retrieve(queued.id).status == "failed"
@@ -184,13 +180,7 @@ def test_a_background_response_whose_attempts_run_out_on_a_full_audit_disk_ends_
     assert [r for r in rows if r[0].startswith(unserved)] == [], rows  # none of its answers billed
     assert len([r for r in rows if r[1] == "ok"]) == 2, rows  # kept before, run with room
     assert "Traceback" not in log and " 500 " not in log, log[-4000:]
-    verified = subprocess.run(
-        [str(VENV_BIN / "multihome"), "audit", "verify", "--dir", str(trail)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _verifies(trail)
 
 
 def _responses_refused(client: openai.OpenAI) -> bool:

@@ -28,7 +28,7 @@ from builders import audit, breakers, config, database, deployment, groups, iden
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
-from .helpers import until
+from .helpers import finished, until
 from .processes import Gateway, Simulator, local_http
 
 ADMIN_KEY = "mh-crash-points-e2e-admin"
@@ -201,10 +201,7 @@ def test_kill_between_the_upstream_answer_and_the_append_of_a_background_turn(wo
     sim.clear_faults()
     second = start()
     client = sdk(second, key)
-    done = until(
-        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
-        what="the response to finish after the restart",
-    )
+    done = finished(client, response_id)
     assert done.status == "completed", done.error
     texts = items_text(client, conv.id)
     assert texts.count(text) == 1 and texts.count(done.output_text) == 1, texts  # the turn appended once
@@ -252,10 +249,7 @@ def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
         sim.clear_faults()
         second = start()
         client = sdk(second, key)
-        done = until(
-            lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
-            what="the run to finish after the restart",
-        )
+        done = finished(client, created.id)
         assert done.status == "completed", done.error
         steps = calls_of(sim, text)
         assert [c["request_id"] for c in steps].count(step_id) == 2  # the killed step, repeated
@@ -296,10 +290,7 @@ def test_kill_between_an_mcp_calls_answer_and_its_checkpoint(world, tmp_path):
         assert len(steps_before) == 1
         second = start()
         client = sdk(second, key)
-        done = until(
-            lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
-            what="the run to finish after the restart",
-        )
+        done = finished(client, created.id)
     assert done.status == "completed", done.error
     assert [o.type for o in done.output] == ["mcp_list_tools", "mcp_call", "message"], done.output
     slow = [json.loads(line) for line in calls_log.read_text().splitlines()]

@@ -19,7 +19,7 @@ import pytest
 from builders import audit, config, deployment, embedding, groups, identity, simulated, sqlite
 from crypto.services import OpenBao, bao_binary
 
-from .helpers import tenant_with_key, until
+from .helpers import finished, tenant_with_key, until
 from .processes import Gateway, Simulator
 
 ADMIN_KEY = "mh-kms-refusing-admin"
@@ -139,11 +139,7 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         assert [i.content[0].text for i in client.conversations.items.list(conv.id)] == ["first"]
         kept_records = client.get("/memory/records", cast_to=object, options={"params": ns})["data"]
         assert [r["text"] for r in kept_records] == ["my dog is Rex"]
-        done = until(
-            lambda: (r := client.responses.retrieve(running.id)).status not in ("queued", "in_progress") and r,
-            timeout=60,
-            what="the background response to end",
-        )
+        done = finished(client, running.id, timeout=60)
         assert done.status == "completed" and "answered while refused" in done.output_text, done
         # Its answer was kept, not asked for again.
         assert len([r for r in sim.requests() if "answered while refused" in r["body"]]) == 1
