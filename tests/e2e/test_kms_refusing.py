@@ -119,6 +119,9 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         _refused(lambda: client.responses.create(model="gpt", input="not queued", background=True))
         _refused(lambda: client.responses.retrieve(kept.id), read=True)
         _refused(lambda: client.conversations.items.list(conv.id), read=True)
+        _refused(lambda: client.conversations.retrieve(conv.id), read=True)
+        _refused(lambda: client.responses.input_items.list(kept.id), read=True)
+        _refused(lambda: client.conversations.create(items=[{"type": "message", "role": "user", "content": "no"}]))
         _refused(
             lambda: client.conversations.items.create(
                 conv.id, items=[{"type": "message", "role": "user", "content": "not added"}]
@@ -127,6 +130,7 @@ def test_a_vault_policy_taken_away_refuses_with_503_stores_nothing_and_serves_ag
         _refused(lambda: client.responses.create(model="gpt", input="not a turn", conversation=conv.id))
         _refused(lambda: client.post("/memory/records", body={**ns, "text": "not remembered"}, cast_to=object))
         _refused(lambda: client.get(f"/memory/records/{record['id']}", cast_to=object), read=True)
+        _refused(lambda: client.post("/memory/search", body={**ns, "query": "dog"}, cast_to=object), read=True)
         # Neither the model nor the embeddings are called for what could not be kept (they were, and billed).
         unkept = ("not kept", "not a turn", "not remembered")
         assert [r for r in sim.requests() if any(text in r["body"] for text in unkept)] == []
