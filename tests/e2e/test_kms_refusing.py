@@ -18,6 +18,7 @@ import pytest
 
 from builders import audit, config, deployment, embedding, groups, identity, simulated, sqlite
 from crypto.services import OpenBao, bao_binary
+from mcp_server import McpTestServer
 
 from .helpers import finished, tenant_with_key, until
 from .processes import Gateway, Simulator
@@ -69,6 +70,7 @@ def _config(bao: OpenBao, sim: Simulator, tmp) -> dict:
         deployments={"oa": deployment("oa", "gpt-kr"), "emb": embedding("oa", "text-embedding-3-small")},
         model_groups=groups({"gpt": "oa", "embed": "emb"}, retries=0),
         memory={"embeddings": {"model": "embed", "dimensions": 256}},  # routed: each embedding a billed call
+        egress={"allow_networks": ["127.0.0.0/8"]},  # the MCP test server listens on loopback
     )
 
 
@@ -204,3 +206,39 @@ def test_a_run_handed_to_a_restart_under_a_refusing_kms_fails_as_documented_with
         sim.stop()
     assert "Traceback" not in log and " 500 " not in log, log[-4000:]
     assert "permission denied" in log  # Vault's own words, in the job's one line
+
+
+def test_an_agent_runs_tool_call_answered_while_vault_refuses_is_kept_once_the_policy_is_back(bao, tmp_path):
+    """A background agent run's MCP call that answers after the revocation: the checkpoint that records it
+    waits for the KMS (docs/agents.md "Checkpoints") rather than raising, which had the job call the tool and
+    the model again; once the policy is back the run completes with the call made once."""
+    sim = Simulator("openai", "kms-refusing-agent")
+    env = {"MH_KR_ADMIN": ADMIN_KEY, "MH_KR_VAULT": _gateway_token(bao)}
+    calls_log = tmp_path / "mcp-calls.jsonl"
+    gateway = None
+    try:
+        with McpTestServer(call_log=calls_log) as server:
+            gateway = Gateway(_config(bao, sim, tmp_path), tmp_path, env)
+            admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
+            tenant, key = tenant_with_key(admin, "acme")
+            body = {"name": "tools", "url": server.url, "allowed_tools": ["slow"], "require_approval": "never"}
+            made = admin.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
+            assert made.status_code == 201, made.text
+            client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=60)
+            tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
+            text = 'call tools__slow {"seconds": 3}'
+            created = client.responses.create(model="gpt", input=text, tools=[tool], background=True)
+            until(lambda: calls_log.exists() and calls_log.read_text(), what="the tool call to start")
+            _policy(bao, DENIED)  # its answer comes in 3 s, past kms.cache_ttl_s: its checkpoint cannot be sealed
+            until(lambda: "its checkpoint cannot be written" in gateway.output(), what="the run to wait to seal")
+            _policy(bao, ALLOWED)
+            done = finished(client, created.id)
+        assert done.status == "completed", done.error
+        assert [o.type for o in done.output] == ["mcp_list_tools", "mcp_call", "message"], done.output
+        assert len(calls_log.read_text().splitlines()) == 1  # the tool was called once
+        steps = [r for r in sim.requests() if "call tools__slow" in r["body"]]
+        assert len(steps) == 2  # a model step before the call, one after
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        sim.stop()
+    assert "Traceback" not in log and " 500 " not in log, log[-4000:]
