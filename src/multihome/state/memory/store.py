@@ -465,6 +465,9 @@ class MemoryStore(StoreBase):
     ) -> list[MemoryRecord]:
         from .numeric import np
 
+        # The data key first (a dict lookup when cached): a KMS that cannot seal is refused before the embedding
+        # call is made (and billed, when routed), not after.
+        await self.keyring.ready(tenant, PURPOSE)
         vectors, made = await self._vectors(tenant, [r.text for r in records], space, caller, "records")
         now = _now()
         sealed: list[tuple[bytes, int]] = []
