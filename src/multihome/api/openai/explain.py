@@ -3,7 +3,10 @@ code as a real call (identify, decide, plan); nothing is sent upstream and nothi
 
 `?work=<kind>` (policy/pins.py WORK_KINDS: background, agent_step, stored_response, memory_embedding)
 explains the request as that kind of stateful work: the tenant's live pins narrow the plan as they
-would the real step, and `stateful_pin` says which deployments they removed and why."""
+would the real step, and `stateful_pin` says which deployments they removed and why.
+
+A read-only caller (api/read_only.py) still reads the plan; `refused` is the 403 its own call would get, and
+`would_attempt` is empty."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from ...schema.errors import bad_request, echo
 from ..asgi import JSON, Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline
+from ..read_only import explained_refusal
 from ..render import send_json
 
 
@@ -46,7 +50,8 @@ class ExplainDoor:
             parsed = parse(body)
         if isinstance(parsed, ParsedEmbeddings):
             group = pipeline.group(parsed.request.model)
-            shape = pipeline.shape(call, parsed, group, "embeddings")
+            endpoint = "embeddings"
+            shape = pipeline.shape(call, parsed, group, endpoint)
         else:
             group = pipeline.group(parsed.request.model)
             # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
@@ -54,6 +59,10 @@ class ExplainDoor:
             shape = pipeline.shape(call, parsed, group, endpoint, parsed.request)
         call.group = group.name
         out = pipeline.router.explain(group, shape)
+        refusal = explained_refusal(call.principal, endpoint, work) if call.principal is not None else None
+        if refusal is not None:  # the plan stays readable (an auditor's read); the caller's own call is refused
+            out["would_attempt"] = []
+            out["refused"] = {"status": refusal.status, **msgspec.structs.asdict(refusal.body)}
         if work is not None:
             pinned = getattr(shape.policy, "pinned", None)
             out["stateful_pin"] = pinned.to_dict() if pinned is not None else {"work": work, "pins": [], "removed": {}}
