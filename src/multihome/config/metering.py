@@ -25,14 +25,14 @@ class BudgetRule(Strict):
     # The tenant / team / key id this budget applies to, or "*": each one separately.
     # `key` means the API key id; for credentials without one (OIDC, static env keys) the subject.
     id: str
-    amount: str | int | float  # in `currency`; parsed with Decimal(str(amount))
+    amount: str | int | float  # in `currency`; read by decimals.exact (checked by budget_problem at load)
     currency: str = "USD"
     period: Literal["day", "month", "total"] = "month"  # UTC calendar day / month, or forever
     mode: Literal["hard", "soft"] = "hard"  # hard: refuse with 429; soft: allow and flag
 
     @property
     def limit(self) -> Decimal:
-        return Decimal(str(self.amount))
+        return exact(self.amount)
 
 
 class RateLimitRule(Strict):
