@@ -798,7 +798,10 @@ def _memory_schemas() -> dict[str, Schema]:
             object=_const("list"),
             data={"type": "array", "items": namespace},
             has_more=BOOL,
-            last_id={**_null(STR), "description": "the `after` of the next page (a namespace's id)"},
+            last_id={
+                **_null(STR),
+                "description": "the `after` of the next page (a cursor naming the last namespace's agent and user)",
+            },
         ),
         "MemoryNamespaceRequest": _obj(extra=False, agent_id=ns_id, user_id=ns_id, default_ttl_seconds=ttl),
         "MemoryDeleted": _obj(["object", "deleted"], object=STR, deleted=BOOL, records_deleted=INT),
@@ -1034,7 +1037,7 @@ _EXTRA_QUERY: dict[str, list[Schema]] = {
     "listMemoryNamespaces": [
         _query("agent_id", STR, "Only this agent's namespaces"),
         _query("user_id", STR, "Only this user's namespaces"),
-        _query("after", STR, "A namespace's id (the `last_id` of the page before): the page after it"),
+        _query("after", STR, "The `last_id` of the page before (a cursor): the namespaces after it"),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Namespaces of the page (default 1000)"),
         _TENANT,
     ],
