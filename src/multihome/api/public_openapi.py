@@ -587,6 +587,17 @@ def _openai_schemas() -> dict[str, Schema]:
             breakers={"type": "object"},
             would_attempt={"type": "array", "items": STR},
             policy={"type": "object"},
+            refused={
+                **_obj(
+                    ["status", "message", "type", "param", "code"],
+                    status=INT,
+                    message=STR,
+                    type=STR,
+                    param=_null(STR),
+                    code=_null(STR),
+                ),
+                "description": "A read-only caller's: the error its own call would get (would_attempt is empty).",
+            },
         ),
         "MultihomeExtension": _obj(
             extra=False,
