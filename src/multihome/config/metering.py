@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .decimals import exact, places
+from .decimals import exact, places, unsigned_zero
 from .struct import Strict
 
 # A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
@@ -25,14 +25,15 @@ class BudgetRule(Strict):
     # The tenant / team / key id this budget applies to, or "*": each one separately.
     # `key` means the API key id; for credentials without one (OIDC, static env keys) the subject.
     id: str
-    amount: str | int | float  # in `currency`; read by decimals.exact (checked by budget_problem at load)
+    amount: str | int | float  # in `currency`; parsed with Decimal(str(amount))
     currency: str = "USD"
     period: Literal["day", "month", "total"] = "month"  # UTC calendar day / month, or forever
     mode: Literal["hard", "soft"] = "hard"  # hard: refuse with 429; soft: allow and flag
 
     @property
     def limit(self) -> Decimal:
-        return exact(self.amount)
+        # Not exact(): a stored budget's amount is read by rows.budget, which a hand-edited "+5" passes; -0 is 0.
+        return unsigned_zero(Decimal(str(self.amount)))
 
 
 class RateLimitRule(Strict):
