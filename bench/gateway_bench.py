@@ -56,12 +56,23 @@ def _pin(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)]
 
 
+def pin_process(pid: int, cores: set[int]) -> None:
+    """Every thread of `pid` on `cores`. sched_setaffinity(pid) moves only the thread whose id is `pid`:
+    threads the process started before (the upstream client's runtime, the writer threads) kept every core."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cores)
+        except (ProcessLookupError, PermissionError):  # a thread that ended meanwhile
+            pass
+
+
 def set_layout(gateway_pid: int, sim_pid: int, pinned: bool) -> int | None:
-    """Pinned: the gateway owns core 0; simulator and load generators share core 1. Returns wrk's core."""
+    """Pinned: the gateway (all its threads) owns core 0; simulator and load generators share core 1.
+    Returns wrk's core."""
     if len(ALL_CORES) < 2:
         return None
-    os.sched_setaffinity(gateway_pid, {0} if pinned else ALL_CORES)
-    os.sched_setaffinity(sim_pid, {1} if pinned else ALL_CORES)
+    pin_process(gateway_pid, {0} if pinned else ALL_CORES)
+    pin_process(sim_pid, {1} if pinned else ALL_CORES)
     os.sched_setaffinity(0, {1} if pinned else ALL_CORES)
     return 1 if pinned else None
 

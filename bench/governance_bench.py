@@ -18,7 +18,7 @@ Configurations (one gateway worker each, the same simulator answering in ~0.1 ms
   +metering (no usage spool)
                +metering with `metering.spool.enabled: false`: what the usage spool costs
 
-For each: req/s at concurrency 64 (wrk, gateway pinned to core 0, simulator, wrk, PostgreSQL and Redis on core 1),
+For each: req/s at concurrency 64 (wrk, gateway (every thread) pinned to core 0, simulator, wrk, PostgreSQL and Redis on core 1),
 p50/p99 at concurrency 1, stream time-to-first-chunk p50, and the gateway's CPU per call over the
 c=64 run (utime + stime of the process, all its threads, from /proc). Every load loop is bounded
 in time and count; loopback only. This bench, not the component benches, is the figure of record
@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from gateway_bench import ALL_CORES, ENV, KEY, machine, pct, set_layout, start_sim, ttfc, wrk  # noqa: E402
+from gateway_bench import ALL_CORES, ENV, KEY, machine, pct, pin_process, set_layout, start_sim, ttfc, wrk  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CLK = os.sysconf("SC_CLK_TCK")
@@ -223,8 +223,8 @@ def throughput(proc: subprocess.Popen, url: str, sim_pid: int, tmp: Path, args, 
 
 def _affinity(pid: int, cores) -> None:
     try:
-        os.sched_setaffinity(pid, cores)
-    except ProcessLookupError:  # a PostgreSQL backend that ended meanwhile
+        pin_process(pid, cores)
+    except FileNotFoundError:  # a PostgreSQL backend that ended meanwhile
         pass
 
 

@@ -3,9 +3,11 @@ chunks, embeddings, the model list, the Responses and Conversations objects and 
 `openai/openai-openapi` publishes them, and the official SDK's types; and the request bodies, to show a
 test's request is one OpenAI allows (so a refusal of it is the gateway's bug, not the test's).
 
-`openai_published_schemas.json` is the closure of the component schemas named in `ROOTS`, taken from
-`openapi.json` of openai/openai-openapi at commit `COMMIT`, with the descriptions left out (nothing
-else changed). Regenerate it with `python tests/openai_schemas.py <path to that openapi.json>`.
+`openai_published_schemas.json` is the closure of the component schemas named in `ROOTS`, and the list of
+published operations, taken from `openapi.json` of openai/openai-openapi at commit `COMMIT`, with the
+descriptions left out (nothing else changed). Regenerate it with `python tests/openai_schemas.py <path to that openapi.json>`.
+
+`operations()` lists every published operation ("METHOD /v1/path"), for the route table's checks.
 
 `problems(name, obj)` says what is wrong with `obj` as the schema `name` (JSON Schema 2020-12, as the
 OpenAPI 3.1 document is written) and as the SDK's type of it validated strictly (pydantic strict mode:
@@ -46,12 +48,14 @@ ROOTS = (
     "CreateEmbeddingResponse",
     "ListModelsResponse",
     "Model",
+    "TokenCountsResource",
     # Requests: what OpenAI accepts (no SDK type checked: a request is the test's own).
     "CreateChatCompletionRequest",
     "CreateEmbeddingRequest",
     "CreateResponse",
     "CreateConversationBody",
     "UpdateConversationBody",
+    "TokenCountsBody",
 )
 SDK: dict[str, Any] = {
     "Response": sdk_responses.Response,
@@ -65,6 +69,7 @@ SDK: dict[str, Any] = {
     "CreateChatCompletionStreamResponse": sdk_chat.ChatCompletionChunk,
     "CreateEmbeddingResponse": sdk_types.CreateEmbeddingResponse,
     "Model": sdk_types.Model,
+    "TokenCountsResource": sdk_responses.InputTokenCountResponse,
 }
 
 
@@ -156,7 +161,26 @@ def _closure(spec: dict[str, Any]) -> dict[str, Any]:
     return {name: _strip(schemas[name]) for name in sorted(seen)}
 
 
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _operations(spec: dict[str, Any]) -> list[str]:
+    """Every published operation as "METHOD /v1/path" (a `?beta=true` variant is its path's: a query string)."""
+    found = {f"{m.upper()} /v1{p.split('?')[0]}" for p, ops in spec["paths"].items() for m in ops if m in _METHODS}
+    return sorted(found)
+
+
+@cache
+def operations() -> list[str]:
+    """OpenAI's published operations, "METHOD /v1/path" with `{name}` templates (`_operations`)."""
+    return json.loads(FILE.read_text())["operations"]
+
+
 if __name__ == "__main__":
     spec = json.loads(Path(sys.argv[1]).read_text())
-    body = {"source": f"openai/openai-openapi@{COMMIT} openapi.json", "schemas": _closure(spec)}
+    body = {
+        "source": f"openai/openai-openapi@{COMMIT} openapi.json",
+        "schemas": _closure(spec),
+        "operations": _operations(spec),
+    }
     FILE.write_text(json.dumps(body, separators=(",", ":"), sort_keys=True) + "\n")

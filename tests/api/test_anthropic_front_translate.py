@@ -375,6 +375,20 @@ def test_text_and_tool_calls_become_blocks_with_usage():
     }
 
 
+@pytest.mark.parametrize(
+    ("upstream_id", "door_id"),
+    [
+        ("chatcmpl-abc", "msg_abc"),  # an OpenAI-shaped upstream's id, traceable
+        ("chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL", "msg_01XFDUDYJgAACzvnptvVoYEL"),  # an Anthropic upstream's, as sent
+    ],
+)
+def test_the_message_id_is_the_upstreams_in_anthropics_shape(upstream_id, door_id):
+    body = msgspec.json.decode(completion({"content": "hi"}, "stop"))
+    body["id"] = upstream_id
+    out = msgspec.json.decode(to_anthropic(msgspec.json.encode(body), REQ, "dep"))
+    assert out["id"] == door_id
+
+
 def test_openai_refusal_is_a_refusal_text_block():
     out = msgspec.json.decode(
         to_anthropic(completion({"content": None, "refusal": "I can't help."}, "stop"), REQ, "dep")

@@ -111,6 +111,8 @@ def _instance(template: str) -> str:
 
 
 def _template(path: str, documented: set[tuple[str, str]]) -> str:
+    if any(template == path for _, template in documented):  # `/v1/responses/input_tokens` is no response's id
+        return path
     for _, template in documented:
         if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), path):
             return template

@@ -118,6 +118,17 @@ async def test_counting_a_messages_body_needs_the_messages_scope(world):
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text
 
 
+async def test_counting_a_responses_body_needs_the_responses_scope(world):
+    """`/v1/responses/input_tokens` reads what a turn would (a stored chain, a conversation): a key scoped to
+    `chat` alone is refused it, a `responses` key counts."""
+    w = world
+    tenant, _ = await w.tenant("acme")
+    body = {"model": "g", "input": "how many tokens is this?"}
+    await _refused(w, "POST", "/v1/responses/input_tokens", await _key(w, tenant, ["chat"]), "responses", json=body)
+    counted = await w.call("POST", "/v1/responses/input_tokens", await _key(w, tenant, ["responses"]), json=body)
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text
+
+
 async def test_an_auditor_reads_stored_state_and_changes_none_of_it(world):
     """An auditor's credential is read-only (docs/api.md "Roles"): it reads the tenant's memory, conversations
     and stored responses, and every write or delete of them is a 403 naming its role; it wrote memory records."""

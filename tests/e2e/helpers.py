@@ -117,3 +117,19 @@ def tenant_with_key(admin: httpx.Client, name: str, roles: tuple[str, ...] = ("m
     resp = admin.post(f"/admin/v1/tenants/{tenant}/keys", json={"name": "k", "roles": list(roles)})
     assert resp.status_code == 201, resp.text
     return tenant, resp.json()["key"]
+
+
+def text_stream_frame(types: Sequence[str]) -> None:
+    """A Responses stream of one text message opens and closes in OpenAI's order (its deltas between)."""
+    assert list(types[:4]) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert list(types[-4:]) == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]

@@ -17,6 +17,7 @@ import pytest
 from builders import breakers, config, database, deployment, groups, identity, simulated
 from multihome.crypto import init_key_file
 
+from .helpers import text_stream_frame
 from .processes import Gateway, Simulator
 from .stores import head_database
 
@@ -69,6 +70,11 @@ class World:
             assert resp.status_code == 201, resp.text
             self.keys[name] = resp.json()["key"]
         admin.close()
+
+    def http(self, tenant: str | None = "acme") -> httpx.Client:
+        """A plain HTTP client with the tenant's key (None: the admin key)."""
+        key = self.keys[tenant] if tenant is not None else ADMIN_KEY
+        return httpx.Client(base_url=self.gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=20)
 
     def sdk(self, tenant: str = "acme") -> openai.OpenAI:
         return openai.OpenAI(base_url=self.gateway.url + "/v1", api_key=self.keys[tenant], max_retries=0, timeout=20)
@@ -246,19 +252,7 @@ def test_a_stream_has_sdk_ordered_events_and_is_stored_before_it_completes(world
             seen.append((event.type, event.sequence_number))
         final = stream.get_final_response()
     assert [n for _, n in seen] == list(range(len(seen)))
-    types = [t for t, _ in seen]
-    assert types[:4] == [
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-    ]
-    assert types[-4:] == [
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        "response.completed",
-    ]
+    text_stream_frame([t for t, _ in seen])
     assert final.usage.output_tokens > 0 and final.metadata == {"run": "stream"}
     stored = client.responses.retrieve(final.id)  # at once: it was stored before response.completed
     assert stored.output_text == final.output_text and stored.status == "completed"
@@ -363,7 +357,7 @@ def test_incomplete_and_bad_requests(world):
 @pytest.mark.parametrize("group", ["claude", "gpt"])  # translated (Anthropic), native (OpenAI's /responses)
 def test_every_turn_is_metered_like_a_chat_call(world, group):
     """Each turn goes through the pipeline: metered per turn, the re-sent context billed as input again."""
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     globex = world.tenants["globex"]
 
     def claude_row() -> dict:
@@ -388,7 +382,7 @@ def test_policy_is_decided_per_turn(world):
     raw = client.responses.with_raw_response.create(model="zones", input="begun in the US")
     assert raw.headers["x-multihome-deployment"] == "oa"
     one = raw.parse()
-    admin = httpx.Client(base_url=world.gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    admin = world.http(None)
     policy = {"scope": "tenant", "rules": [{"effect": "allow", "data_zones": ["EU"]}], "description": "EU only"}
     resp = admin.post(f"/admin/v1/tenants/{world.tenants['initech']}/policies", json=policy)
     assert resp.status_code == 201, resp.text

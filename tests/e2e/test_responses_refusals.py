@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 import openai
 import pytest
 
@@ -25,12 +24,6 @@ def _upstream_calls(world: World) -> int:
     return len(world.sims["oa"].requests()) + len(world.sims["an"].requests())
 
 
-def _http(world: World, tenant: str = "acme") -> httpx.Client:
-    return httpx.Client(
-        base_url=world.gateway.url, headers={"authorization": f"Bearer {world.keys[tenant]}"}, timeout=20
-    )
-
-
 def test_a_cursor_that_names_no_item_is_a_400(world):
     client = world.sdk()
     made = client.responses.create(
@@ -43,7 +36,7 @@ def test_a_cursor_that_names_no_item_is_a_400(world):
     with pytest.raises(openai.BadRequestError) as err:
         client.responses.input_items.list(made.id, after="msg_never_issued")
     assert err.value.status_code == 400 and err.value.param == "after" and "msg_never_issued" in err.value.message
-    with _http(world) as http:  # the older `before`, which the SDK no longer sends
+    with world.http() as http:  # the older `before`, which the SDK no longer sends
         resp = http.get(f"/v1/responses/{made.id}/input_items", params={"before": "msg_never_issued"})
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "before"
 
@@ -53,7 +46,7 @@ def test_a_cursor_that_names_no_item_is_a_400(world):
     with pytest.raises(openai.BadRequestError) as err:
         client.conversations.items.list(conv.id, after="msg_never_issued")
     assert err.value.param == "after"
-    with _http(world) as http:
+    with world.http() as http:
         resp = http.get(f"/v1/conversations/{conv.id}/items", params={"before": first.data[0].id})
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "before"
     with pytest.raises(openai.NotFoundError):  # another tenant's conversation: not found, whatever the cursor
@@ -206,7 +199,7 @@ def test_hostile_fields_are_4xx_never_500(world):
         ("get", f"/v1/responses/{theirs.id}/input_items?limit=101", None),
         ("get", f"/v1/responses/{theirs.id}?stream=true&starting_after=x", None),
     ]
-    with _http(world) as http:
+    with world.http() as http:
         answers = [(extra, http.post("/v1/responses", json={"model": "gpt", "input": "hi", **extra})) for extra in bad]
         wrong = [(extra, r.status_code, r.text[:200]) for extra, r in answers if not 400 <= r.status_code < 500]
         assert not wrong, wrong
@@ -245,7 +238,7 @@ def test_concurrent_adds_of_one_calls_result_add_it_once(world):
         outcomes: list[tuple[int, str | None]] = []
 
         def add(conv_id: str = conv.id, result: dict = result, start: threading.Barrier = start) -> None:
-            with _http(world) as http:
+            with world.http() as http:
                 start.wait(timeout=20)
                 resp = http.post(f"/v1/conversations/{conv_id}/items", json={"items": [result]})
                 outcomes.append((resp.status_code, resp.json()["error"]["code"] if resp.status_code != 200 else None))

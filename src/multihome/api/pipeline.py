@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..routing.stream_relay import StreamRelay
     from ..schema.principal import Principal
     from .drain import SseCut
-    from .policy_gate import PolicyGate
+    from .policy_gate import Admitted, PolicyGate
     from .routes import Route
 
 _OUTPUT = frozenset({"max_tokens", "max_completion_tokens"})  # chat's output limits (a canonical request's)
@@ -134,10 +134,15 @@ class Pipeline:
         """What planning reads from the request, and the decision of policy (403 when it refuses): route
         explain's (`run` writes it out)."""
         shape = RequestShape(parsed.needs, parsed.stream, chat, narrowing(call.scope, parsed.raw, group))
-        if self.gate is not None:
-            assert call.principal is not None  # every route that reaches a model identifies first
-            shape.policy = self.gate.admit(call.principal, group, endpoint, call.tracker, call.work)
+        shape.policy = self.admit(call, group, endpoint)
         return shape
+
+    def admit(self, call: Call, group: GroupRuntime, endpoint: str) -> Admitted | None:
+        """The decision of policy for this caller on `group` (403 when it refuses); None without a policy gate."""
+        if self.gate is None:
+            return None
+        assert call.principal is not None  # every route that reaches a model identifies first
+        return self.gate.admit(call.principal, group, endpoint, call.tracker, call.work)
 
     async def run(
         self,

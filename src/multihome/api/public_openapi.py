@@ -105,6 +105,16 @@ ROUTES = [
         "ResponseStreamEvent",
     ),
     PublicRoute(
+        "POST",
+        "/v1/responses/input_tokens",
+        "countResponseInputTokens",
+        "The input tokens a Responses request would send, with its stored context: the gateway's estimate "
+        "(about four characters a token), no provider called, nothing stored or metered (docs/responses.md)",
+        OPENAI,
+        "ResponseInputTokensRequest",
+        "ResponseInputTokens",
+    ),
+    PublicRoute(
         "GET",
         "/v1/responses/{response_id}",
         "getResponse",
@@ -709,9 +719,18 @@ def _responses_schemas() -> dict[str, Schema]:
     )
     event = _obj(["type", "sequence_number"], type=STR, sequence_number=INT)
     event["description"] = "The data of one SSE event (its `event:` line names the same type); no [DONE] follows."
+    counted = {
+        **create,
+        "description": "A create's body (ResponseCreateRequest), parsed and checked as a create's; what only "
+        "shapes the answer (stream, store, background, output limits) changes nothing here.",
+    }
     return {
         "Item": item,
         "ResponseCreateRequest": create,
+        "ResponseInputTokensRequest": counted,
+        "ResponseInputTokens": _obj(
+            ["object", "input_tokens"], object=_const("response.input_tokens"), input_tokens=INT
+        ),
         "Response": response,
         "ResponseStreamEvent": event,
         "Deleted": _obj(["id", "object", "deleted"], id=STR, object=STR, deleted=BOOL),

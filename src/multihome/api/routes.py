@@ -7,7 +7,9 @@ checks in tests (docs/api.md, the public OpenAPI document) are all derived from 
 A path ending in `{name}` whose prefix no other route's template shares matches every path under
 that prefix (the handler reads the rest: model names with slashes, the admin API); every other
 `{name}` matches exactly one path segment (`/v1/responses/{response_id}/input_items`). Method `*`
-takes every method (the admin API, which routes inside itself: api/admin/dispatch.py).
+takes every method (the admin API, which routes inside itself: api/admin/dispatch.py). A served path
+is never also a one-segment template's id: `/v1/responses/input_tokens` is not a response's. `UNSERVED`
+names the published OpenAI operations the gateway does not serve, each answered saying why.
 A handler is named, not imported: the gateway binds the names to the objects the composition
 root built (`app.py`), so the table is readable without building an app.
 """
@@ -92,6 +94,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/messages/count_tokens", "count_tokens", ANTHROPIC, scope="messages"),
     Route("POST", "/v1/route/explain", "explain"),
     Route("POST", "/v1/responses", "responses_create"),
+    Route("POST", "/v1/responses/input_tokens", "responses_input_tokens", scope="responses"),
     Route("GET", "/v1/responses/{response_id}", "responses_retrieve", scope="responses"),
     Route("DELETE", "/v1/responses/{response_id}", "responses_delete", scope="responses", writes=True),
     Route("POST", "/v1/responses/{response_id}/cancel", "responses_cancel", scope="responses", writes=True),
@@ -141,6 +144,37 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/models", "models", alias_of="/v1/models"),
 )
 
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """An operation of OpenAI's published API this gateway does not serve: a 404 that says so and why, rather
+    than a 405 that takes a word of the path for an id (`/v1/responses/compact` under
+    `/v1/responses/{response_id}`) or the list of everything served; on a path served with other methods
+    (`GET /v1/chat/completions`), the 405 naming them says why too."""
+
+    method: str
+    path: str  # ending in `{name}`: every path under its prefix
+    why: str
+
+
+_NO_STORED_CHAT = (
+    "This gateway keeps no chat completions, so it has none to list, retrieve, update or delete (OpenAI's stored "
+    "chat completions are not served). To keep answers and read them back, use the Responses API: "
+    "POST /v1/responses with 'store': true, then GET /v1/responses/{response_id}."
+)
+UNSERVED: tuple[Unserved, ...] = (
+    Unserved(
+        "POST",
+        "/v1/responses/compact",
+        "This gateway does not compact responses: a compacted output carries items encrypted by the provider that "
+        "made them, which the other providers of a model group cannot read, while each turn here may be routed to "
+        "any of them. Continue a long exchange with 'previous_response_id' or 'conversation' (and count its input "
+        "with POST /v1/responses/input_tokens).",
+    ),
+    Unserved("GET", "/v1/chat/completions", _NO_STORED_CHAT),
+    Unserved(ANY, "/v1/chat/completions/{completion_id}", _NO_STORED_CHAT),
+)
+
 _ANTHROPIC_PATHS = tuple(r.path.encode() for r in ROUTES if r.family is ANTHROPIC)
 
 
@@ -155,8 +189,14 @@ Bound = tuple[Route, Handler]
 class RouteTable:
     """`ROUTES` bound to handlers; routes whose handler is absent (no admin API configured) are left out."""
 
-    def __init__(self, routes: tuple[Route, ...], handlers: Mapping[str, Handler]) -> None:
+    def __init__(
+        self, routes: tuple[Route, ...], handlers: Mapping[str, Handler], unserved: tuple[Unserved, ...] = UNSERVED
+    ) -> None:
         self.routes = tuple(r for r in routes if r.handler in handlers)
+        self._unserved = {(u.method, u.path.encode()): u.why for u in unserved if "{" not in u.path}
+        self._unserved_under = [
+            (u.method, u.path[: u.path.index("{")].encode(), u.why) for u in unserved if "{" in u.path
+        ]
         self._exact: dict[bytes, dict[str, Bound]] = {}
         self._prefixed: list[tuple[bytes, dict[str, Bound]]] = []
         self._segments: list[tuple[re.Pattern[bytes], dict[str, Bound]]] = []
@@ -198,13 +238,14 @@ class RouteTable:
             found = known.get(method)
             if found is not None:
                 return found
-        for pattern, methods in self._segments:
-            if pattern.fullmatch(path):
-                found = methods.get(method)
-                if found is not None:
-                    return found
-                known = known or methods
-                break
+        if known is None:  # a served path's own word is never an id (`/v1/responses/input_tokens`)
+            for pattern, methods in self._segments:
+                if pattern.fullmatch(path):
+                    found = methods.get(method)
+                    if found is not None:
+                        return found
+                    known = methods
+                    break
         for prefix, methods in self._prefixed:
             if path.startswith(prefix):
                 found = methods.get(method) or methods.get(ANY)
@@ -216,11 +257,16 @@ class RouteTable:
 
     def _unrouted(self, method: str, path: bytes, known: Mapping[str, Bound] | None) -> ApiError:
         shown = echo_path(path.decode(errors="replace"))
+        why = self._unserved.get((method, path))
+        if why is None:
+            why = next((w for m, p, w in self._unserved_under if m in (method, ANY) and path.startswith(p)), None)
+        if why is not None and path not in self._exact:  # nothing is served at this path
+            return ApiError(404, f"{method} {shown} is not served by this gateway. {why}", code="unknown_url")
         if known:
             allow = ", ".join(sorted(known))
             return ApiError(
                 405,
-                f"Method {method} is not allowed on {shown}; use {allow}.",
+                f"Method {method} is not allowed on {shown}; use {allow}." + (f" {why}" if why else ""),
                 code="method_not_allowed",
                 headers={"allow": allow},
             )

@@ -1,4 +1,4 @@
-"""`multihome demo`: the gateway in front of three simulated clouds, ready in about a second."""
+"""`multihome demo`: the gateway in front of four simulated clouds, ready in about a second."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the gateway in front of three simulated clouds")
+    p = sub.add_parser("demo", help="run the gateway in front of four simulated clouds")
     p.add_argument("--port", type=int, default=4000)
     p.add_argument("--once", action="store_true", help="show the failover, then exit")
     p.set_defaults(func=demo)

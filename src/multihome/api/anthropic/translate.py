@@ -419,8 +419,11 @@ _STOP = {
 
 
 def message_id(openai_id: str) -> str:
-    """`chatcmpl-abc` -> `msg_abc`: Anthropic-shaped, still traceable to the upstream answer."""
+    """`chatcmpl-abc` -> `msg_abc`: Anthropic-shaped, still traceable to the upstream answer. An
+    Anthropic upstream's id (`chatcmpl-msg_abc`, providers/anthropic) comes back as it was: `msg_abc`."""
     suffix = openai_id.partition("-")[2] or openai_id
+    if suffix.startswith("msg_"):
+        return suffix
     return "msg_" + (suffix or "gateway")
 
 

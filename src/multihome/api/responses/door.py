@@ -300,9 +300,10 @@ class ResponsesDoor:
             await send_json(call, send, 200, out, [JSON, *run.headers])
 
     async def run_context(self, who: str, req: CreateResponse, new: list[Item]) -> tuple[list[Item], int | None]:
-        """A background run's context (the items before its input `new`, oldest first), read when the run
-        starts, with its input checked against it again (the conversation may have changed since the
-        create), and the conversation's end then for the check at its append (turn_append.py)."""
+        """A turn's context (the items before its input `new`, oldest first), read when a background run
+        starts (or a count is made: input_tokens.py), with its input checked against it again (the
+        conversation may have changed since the create), and the conversation's end then for the check at
+        its append (turn_append.py)."""
         _, context, conv = await self._chain_context(who, req)
         return context, checked_end(context, new, conv)
 

@@ -12,6 +12,7 @@ from .background import Background
 from .common import query
 from .conversations import ConversationsDoor
 from .door import ResponsesDoor, streams
+from .input_tokens import InputTokens
 
 
 def handlers(
@@ -24,8 +25,9 @@ def handlers(
     """`state` is None without storage: responses are then served but not stored (docs/responses.md);
     `background` runs background responses (with storage only); `agent`: what runs with MCP tools
     need (their limits, prices, egress rules); `state_gate`: a tenant's share of the stored-state routes'
-    calls running at once (tenant_gate.py): the conversations', and a response's read, delete and cancel (a
-    create is a model call, held by rate limits and budgets; a stream is held by the streams' share)."""
+    calls running at once (tenant_gate.py): the conversations', a response's read, delete and cancel, and a
+    count of input tokens (a create is a model call, held by rate limits and budgets; a stream is held by the
+    streams' share)."""
     responses, conversations = (
         ResponsesDoor(pipeline, state, background, agent),
         ConversationsDoor(pipeline, state),
@@ -40,6 +42,7 @@ def handlers(
 
     return {
         "responses_create": responses.create,
+        "responses_input_tokens": gate.guard(InputTokens(responses).count),  # it reads the stored context
         "responses_retrieve": retrieve,
         "responses_delete": gate.guard(responses.delete),
         "responses_cancel": gate.guard(responses.cancel),
