@@ -421,3 +421,15 @@ async def test_namespaces_and_their_usage_come_a_page_at_a_time_by_agent_and_use
         for bad in ("\x00mns", "mns_nosuchnamespace", "nsc_!!", "nsc_WyJhIl0", "nsc_" + "A" * 3000):
             with pytest.raises(Invalid, match="is not a cursor of this list"):
                 await read("t1", 4, bad)
+
+
+async def test_a_namespace_deleted_between_two_pages_leaves_its_cursor_a_place(memory):
+    """Both lists go on after a namespace deleted since its page was read (its cursor is its agent and user)."""
+    users = [f"u{i}" for i in range(5)]
+    for user in users:
+        await memory.set_namespace("t1", "bot", user, 60)
+    for read, pick in ((memory.namespaces, lambda n: n.user_id), (memory.usage, lambda r: r["user_id"])):
+        first = await read("t1", 2)
+        await memory.delete_namespace("t1", "bot", pick(first[-1]))
+        users.remove(pick(first[-1]))
+        assert [pick(n) for n in await read("t1", 2, first.last)] == users[1:3]
