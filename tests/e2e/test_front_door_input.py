@@ -93,6 +93,16 @@ def test_two_narrowing_headers_are_refused_naming_the_header(gateway, sims, seco
     for path in ("/v1/messages", "/v1/messages/count_tokens"):
         resp = httpx.post(gateway.url + path, json=MESSAGES, headers=foreign, timeout=10)
         assert "Cannot narrow model" in anthropic_error(resp, 400, "invalid_request_error")["message"], path
+    # A Responses count reads them as a create does.
+    turn = {"model": "gpt-4o", "input": "hi"}
+    for path in ("/v1/responses", "/v1/responses/input_tokens"):
+        resp = httpx.post(gateway.url + path, json=turn, headers=[auth, *narrow], timeout=10)
+        assert openai_error(resp, 400)["code"] == "duplicate_header", path
+        resp = httpx.post(gateway.url + path, json=turn, headers=foreign, timeout=10)
+        assert openai_error(resp, 400)["code"] == "invalid_route_narrowing", path
+    assert httpx.post(gateway.url + "/v1/responses/input_tokens", json=turn, headers=one, timeout=10).json()[
+        "input_tokens"
+    ]
 
 
 # --- finding 10: JSON nested far deeper than anything real (the admin API: tests/api/test_admin_bad_bodies.py)
