@@ -263,3 +263,10 @@ async def test_explain_says_an_auditors_model_call_is_refused_as_the_call_is(wor
         assert (decision["code"], decision["message"]) == (real["code"], real["message"]), decision
     member = await ok(await w.call("POST", "/admin/v1/policy/explain", json={"tenant_id": tenant, "model": "g"}))
     assert member["allowed"] and member["code"] is None, member
+    # An auditor key policy refuses too (no chat in its endpoint scope): its role is checked first, as the call's.
+    scoped = {"name": "s", "roles": ["auditor"], "scopes_endpoints": ["embeddings"]}
+    narrow = (await ok(await w.call("POST", keys, json=scoped), 201))["key"]
+    first = error(await w.call("POST", "/v1/chat/completions", narrow, json=chat), 403)
+    explained = await ok(await w.call("POST", "/v1/route/explain", narrow, json=chat))
+    assert explained["refused"] == {"status": 403, **first} and first["code"] == "insufficient_role", explained
+    assert (explained["plans"], explained["would_attempt"]) == ([], []), explained

@@ -19,7 +19,7 @@ from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.decoding import top_level
 from ...schema.embeddings import ParsedEmbeddings, parse_embeddings
-from ...schema.errors import bad_request, echo
+from ...schema.errors import ApiError, bad_request, echo
 from ..asgi import JSON, Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline
@@ -48,25 +48,43 @@ class ExplainDoor:
         call.work = work
         if parsed is None:
             parsed = parse(body)
+        group = pipeline.group(parsed.request.model)
+        call.group = group.name
         if isinstance(parsed, ParsedEmbeddings):
-            group = pipeline.group(parsed.request.model)
-            endpoint = "embeddings"
-            shape = pipeline.shape(call, parsed, group, endpoint)
+            endpoint, chat = "embeddings", None
         else:
-            group = pipeline.group(parsed.request.model)
             # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
             endpoint = "chat" if work is None or work == MEMORY_EMBEDDING else "responses"
-            shape = pipeline.shape(call, parsed, group, endpoint, parsed.request)
-        call.group = group.name
-        out = pipeline.router.explain(group, shape)
+            chat = parsed.request
         refusal = explained_refusal(call.principal, endpoint, work) if call.principal is not None else None
+        try:
+            shape = pipeline.shape(call, parsed, group, endpoint, chat)
+        except ApiError as err:
+            if refusal is None or err.status != 403:
+                raise
+            # The call's role is checked before policy: its refusal is the role's, and policy left no plan.
+            nothing = {
+                "object": "route.explanation",
+                "model": group.name,
+                "fallback_groups": [],
+                "plans": [],
+                "breakers": {},
+            }
+            return _refused(nothing, refusal)
+        out = pipeline.router.explain(group, shape)
         if refusal is not None:  # the plan stays readable (an auditor's read); the caller's own call is refused
-            out["would_attempt"] = []
-            out["refused"] = {"status": refusal.status, **msgspec.structs.asdict(refusal.body)}
+            _refused(out, refusal)
         if work is not None:
             pinned = getattr(shape.policy, "pinned", None)
             out["stateful_pin"] = pinned.to_dict() if pinned is not None else {"work": work, "pins": [], "removed": {}}
         return out
+
+
+def _refused(out: dict[str, Any], refusal: ApiError) -> dict[str, Any]:
+    """`out` saying the caller's own call is refused (`refusal`, the error it gets) and would attempt nothing."""
+    out["would_attempt"] = []
+    out["refused"] = {"status": refusal.status, **msgspec.structs.asdict(refusal.body)}
+    return out
 
 
 def parse(body: bytes) -> ParsedChat | ParsedEmbeddings:
