@@ -32,7 +32,7 @@ from ..asgi import CANCEL_ON_HANG_UP, JSON, Receive, Send, hang_up_cancels, head
 from ..big_bodies import OFF_LOOP_OVER
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
-from ..read_only import may_write
+from ..read_only import STORED_STATE, may_write
 from ..render import send_failure, send_json, send_stream
 from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
@@ -155,7 +155,7 @@ class ResponsesDoor:
         thinking = self.thinking.of(who)
         shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
         if call.principal is not None and (shell.store or req.background or req.conversation_id is not None):
-            may_write(call.principal, "a stored response (store, background or a conversation's turn)")
+            may_write(call.principal, STORED_STATE)
         chain, context, conv = await self._chain_context(who, req)
         new = stored_items(req.input)
         if conv is not None:  # a conversation's turn: its input must fit in it (its answer always does)
