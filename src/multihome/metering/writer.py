@@ -27,9 +27,9 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, cast
 
 import msgspec
@@ -52,6 +52,7 @@ log = logging.getLogger("multihome.metering.writer")
 # bound as NULL as before. Process-wide, and the same NULL for every sqlite3 connection.
 sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
 
+_PER_STATEMENT = 250  # rows per INSERT on SQLite: 250 x 23 columns stays under its 32,766 parameters
 _GROWTH = 10  # on SQLite a backlog is written in batches of up to this many times batch_size
 _STALL_S = 30.0  # close() gives up when no batch could be written for this long (database away)
 # ... or this long when the spool holds every unwritten row: waiting longer loses nothing less, and a stop that
@@ -102,15 +103,17 @@ class UsageWriter:
         self._columns = [c.name for c in table.columns]
         assert tuple(self._columns) == COLUMNS, "rows are row.py's tuples"
         self._pg = _pg_insert(table) if engine.dialect.name == "postgresql" else None
-        self._sqlite = _sqlite_insert(table) if self._pg is None else None
-        # Each queued row's JSON (the batch's one parameter on either database), in step with `rows`. Made by
-        # `put`, while the row's values are still in the CPU's cache: encoded at batch time a row's ~25
-        # objects were fetched from memory again, ~1.5 us a row of the batch's slice of the loop.
-        self._encoded: deque[bytes] = deque()
+        # PostgreSQL: each queued row's JSON (`_pg_insert`'s parameter is a batch of them), in step with
+        # `rows`. Made by `put`, while the row's values are still in the CPU's cache: encoded at batch time
+        # a row's ~25 objects were fetched from memory again, ~1.5 us a row of the batch's slice of the loop.
+        self._encoded: deque[bytes] | None = deque() if self._pg is not None else None
         # SQLite, behind: bigger batches, so the fixed cost of a transaction (hand-offs that each wait a
         # loop cycle) is shared by more rows. PostgreSQL's batch is joined and sent from the event loop:
         # its batches stay at batch_size.
         self._max_batch = batch_size * (_GROWTH if self._pg is None else 1)
+        self._sqlite_head = f"INSERT OR IGNORE INTO {table.name} ({', '.join(self._columns)}) VALUES "
+        self._sqlite_row = "(" + ", ".join("?" * len(self._columns)) + ")"
+        self._sqlite_sqls: dict[int, str] = {}
         # SQLite: a thread of the writer's own with its own sqlite3 connection, on which a whole batch
         # (BEGIN IMMEDIATE, the INSERTs, COMMIT) runs as one unit: one hand-off there and one back.
         self._thread: ThreadPoolExecutor | None = None
@@ -126,7 +129,9 @@ class UsageWriter:
         the spool (`UsageSpool.rows_in`), 0 without one."""
         spool = self.spool
         at = spool.append(row) if spool is not None else 0  # first: a row it counts is a row queued
-        self._encoded.append(_ROW_JSON(row))
+        encoded = self._encoded
+        if encoded is not None:
+            encoded.append(_ROW_JSON(row))
         rows = self.rows
         rows.append(row)
         self._accepted += 1
@@ -139,7 +144,8 @@ class UsageWriter:
         """Rows read back from a stopped process's spool file (replay.py): queued, not spooled again."""
         if self.spool is not None:
             self.spool.unspooled(len(rows))
-        self._encoded.extend(map(_ROW_JSON, rows))
+        if self._encoded is not None:
+            self._encoded.extend(map(_ROW_JSON, rows))
         self.rows.extend(rows)
         self._accepted += len(rows)
         self._wake.set()
@@ -250,10 +256,11 @@ class UsageWriter:
 
     async def _write(self, batch: list[Row]) -> None:
         if self._pg is not None:
+            assert self._encoded is not None  # made with _pg
             driver = await self._pg_driver()
             try:
                 # One statement (atomic): the batch's rows are the first len(batch) queued, as their JSON.
-                await driver.execute(self._pg, _json_batch(islice(self._encoded, len(batch))))
+                await driver.execute(self._pg, _pg_batch(islice(self._encoded, len(batch))))
             except BaseException:
                 await self._let_go(broken=True)  # the next attempt starts on a connection checked by the pool
                 raise
@@ -265,8 +272,7 @@ class UsageWriter:
         # ~350 rows/s under load (bench/usage_writer_bench.py).
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="mh-usage-write")
-        rows = list(islice(self._encoded, len(batch)))  # (the deque changes under the thread's feet)
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_batch, self.engine, rows)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_batch, self.engine, batch)
 
     async def _pg_driver(self) -> Any:
         """The asyncpg connection of the held connection, checked out of the pool (pre-pinged) if none is
@@ -301,13 +307,21 @@ class UsageWriter:
         except Exception as exc:  # a dead connection's close: nothing of ours is lost with it
             log.debug("usage writer: closing its connection failed (%s)", exc)
 
-    def _sqlite_batch(self, engine: AsyncEngine, rows: list[bytes]) -> None:
-        """One transaction on the writer thread: BEGIN IMMEDIATE, one INSERT of the batch's JSON, COMMIT."""
-        assert self._sqlite is not None
+    def _sqlite_batch(self, engine: AsyncEngine, batch: list[Row]) -> None:
+        """One transaction on the writer thread: BEGIN IMMEDIATE, INSERTs of up to 250 rows, COMMIT."""
         raw = self._sqlite_connection(engine)
         write_lock.begin_immediate(raw, SQLITE_BUSY_TIMEOUT_MS / 1000)
         try:
-            raw.execute(self._sqlite, (_json_batch(rows),))
+            full = len(batch) - len(batch) % _PER_STATEMENT
+            if full:
+                raw.executemany(self._sqlite_sql(_PER_STATEMENT), self._statements(batch, 0, full))
+            if full < len(batch):
+                # The rest in one statement of a power-of-two size, padded with copies of its last row
+                # (INSERT OR IGNORE stores it once): a handful of distinct statements in sqlite3's
+                # per-connection cache instead of one per size (up to 249 prepared statements of
+                # thousands of parameters each, tens of MB).
+                size = min(_PER_STATEMENT, 1 << (len(batch) - full - 1).bit_length())
+                raw.executemany(self._sqlite_sql(size), self._statements(batch, full, len(batch), pad_to=size))
             raw.execute("COMMIT")
         except BaseException:
             self._drop_connection()  # rolls back; the next batch starts on a fresh connection
@@ -349,6 +363,27 @@ class UsageWriter:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._drop_connection)
         self._thread.shutdown(wait=False)
         self._thread = None
+
+    def _sqlite_sql(self, rows: int) -> str:
+        """One INSERT of `rows` rows. INSERT OR IGNORE: a retry after an ambiguous commit cannot count a
+        call twice. Many rows per statement, because sqlite3 lets go of the GIL around every step and a
+        busy event loop can keep it for a switch interval (5 ms) before the writer thread gets it back:
+        one step per row made a 500-row batch wait for the GIL hundreds of times."""
+        sql = self._sqlite_sqls.get(rows)
+        if sql is None:
+            sql = self._sqlite_sqls[rows] = self._sqlite_head + ", ".join([self._sqlite_row] * rows)
+        return sql
+
+    @staticmethod
+    def _statements(batch: list[Row], start: int, stop: int, pad_to: int = 0) -> Iterator[tuple]:
+        """The flat parameters of each INSERT over batch[start:stop]: the rows as they are (row.py: the
+        stamps already the text SQLAlchemy's SQLite DateTime writes and reads back, the flags 0/1),
+        chained in C. `pad_to`: one statement of that many rows, the last row repeated."""
+        for i in range(start, stop, _PER_STATEMENT):
+            part = batch[i : min(i + _PER_STATEMENT, stop)]
+            if pad_to > len(part):
+                part += [part[-1]] * (pad_to - len(part))
+            yield tuple(chain.from_iterable(part))
 
     def _measured(self, rows: int, seconds: float) -> None:
         """Learn the database's rate from a batch big enough to tell, and cap the backlog at what it
@@ -408,7 +443,9 @@ class UsageWriter:
             rows, encoded = self.rows, self._encoded
             for _ in batch:
                 rows.popleft()
-                encoded.popleft()
+            if encoded is not None:
+                for _ in batch:
+                    encoded.popleft()
             if self.spool is not None:
                 self.spool.committed(len(batch))
             self.written += len(batch)
@@ -439,7 +476,7 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
 
 def _pg_insert(table: sa.Table) -> str:
     """PostgreSQL's INSERT of a whole batch from one parameter: row.py's tuples as one JSON array of arrays
-    (`_json_batch`), taken apart by the server. asyncpg's executemany encoded each parameter of each row in
+    (`_pg_batch`), taken apart by the server. asyncpg's executemany encoded each parameter of each row in
     its own call, ~3.5 us a row on the event loop in one stretch (a 75-row batch held the loop ~0.3 ms: a
     request arriving then waited that long), and sent each row as its own Bind and Execute; msgspec encodes
     each row as `put` queues it, the batch joins them, and the server runs one statement (jsonb: parsed
@@ -469,31 +506,11 @@ def _pg_insert(table: sa.Table) -> str:
     )
 
 
-def _sqlite_insert(table: sa.Table) -> str:
-    """SQLite's INSERT of a whole batch from one parameter, as `_pg_insert`: json_each takes the batch apart in
-    C (sqlite3 lets go of the GIL around the step). A JSON integer within 64 bits is read as that integer and
-    a number with a fraction or exponent as the same double; a bigger integer would be read as a double: the
-    BigInteger column takes only an integer (else NULL, refused by the column, never stored rounded). The
-    stamps' text and the flags' 0/1 are stored as they are, as the bound values were. ON CONFLICT on the key
-    only: a NOT NULL violation fails the batch, as it did bound."""
-
-    def value(i: int, c: sa.Column) -> str:
-        field = f"r.value->>{i}"
-        if isinstance(c.type, sa.BigInteger):
-            return f"iif(typeof({field}) = 'integer', {field}, NULL)"
-        return field
-
-    values = ", ".join(value(i, c) for i, c in enumerate(table.columns))
-    names = ", ".join(c.name for c in table.columns)
-    # WHERE true: SQLite's parser would take ON CONFLICT for a join's ON without it.
-    return f"INSERT INTO {table.name} ({names}) SELECT {values} FROM json_each(?) AS r WHERE true ON CONFLICT DO NOTHING"
-
-
 _ROW_JSON = msgspec.json.Encoder().encode  # a row as a JSON array in column order, as the spool writes it
 
 
-def _json_batch(rows: Iterable[bytes]) -> str:
-    """A batch as `_pg_insert`'s and `_sqlite_insert`'s one parameter: a JSON array of the rows' JSON arrays (whatever the spool
+def _pg_batch(rows: Iterable[bytes]) -> str:
+    """A batch as `_pg_insert`'s one parameter: a JSON array of the rows' JSON arrays (whatever the spool
     took encodes here). A latency is a finite float (a JSON null would be refused by the column, never
     stored wrong)."""
     return "[" + b",".join(rows).decode() + "]"
