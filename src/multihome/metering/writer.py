@@ -321,7 +321,7 @@ class UsageWriter:
             # sqlite3's per-connection cache holds ~30 distinct statements, not one per size (up to 249 of
             # thousands of parameters each, tens of MB), and no row is bound twice: padded to a power of two
             # with copies of its last row, a 135-row batch (a gateway at ~2,700 calls/s) bound and looked up
-            # 250, ~30 % more of the writer thread's CPU per row.
+            # 250: ~40 % more of the writer thread's CPU per row (bench/RESULTS.md).
             cut = n - (n - full) % _STEP
             for start, stop in ((full, cut), (cut, n)):
                 if stop > start:
