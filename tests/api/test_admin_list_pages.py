@@ -92,6 +92,26 @@ async def test_a_walk_goes_on_past_a_row_deleted_between_pages(tmp_path, kind):
         assert [row["id"] for row in rest["data"]] == [row["id"] for row in made[2:4]] and rest["has_more"]
 
 
+async def test_a_namespace_walk_goes_on_past_a_namespace_deleted_between_pages(tmp_path):
+    """The last namespace of the page a client read is deleted: the next page (client's and admin's) is the
+    namespaces after it by agent and user (it was a 400 naming `after`: a namespace id carries no place)."""
+    async with running(CONFIG.format(tmp=tmp_path)) as app:
+        admin = _client(app)
+        tid = (await ok(await admin.post(T, json={"name": "acme"}), 201))["id"]
+        spaces = "/v1/memory/namespaces"
+        users = [f"u{i}" for i in range(7)]
+        for user in users:
+            await ok(await admin.post(spaces, params={"tenant": tid}, json={"agent_id": "bot", "user_id": user}))
+        for path, query in ((spaces, {"tenant": tid}), (f"{T}/{tid}/memory/namespaces", {})):
+            first = await ok(await admin.get(path, params={**query, "limit": 2}))
+            assert [n["user_id"] for n in first["data"]] == users[:2], first
+            gone = {"tenant": tid, "agent_id": "bot", "user_id": first["data"][-1]["user_id"]}
+            assert (await admin.delete(spaces, params=gone)).is_success
+            users.remove(gone["user_id"])
+            rest = await ok(await admin.get(path, params={**query, "limit": 2, "after": first["last_id"]}))
+            assert [n["user_id"] for n in rest["data"]] == users[1:3] and rest["has_more"], rest
+
+
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     with served_for_cli(CONFIG.format(tmp=tmp_path), monkeypatch, ADMIN_KEY):
@@ -269,7 +289,8 @@ async def test_memory_namespaces_come_a_page_at_a_time_to_a_client_and_an_admin(
         users = [f"u{i:02}" for i in range(25)]
         for user in users:
             await ok(await keys[tid].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": user}))
-        await ok(await keys[other].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": "theirs"}))
+        # (its user sorts after this tenant's: its cursor is a place past all of them)
+        await ok(await keys[other].post("/v1/memory/namespaces", json={"agent_id": "bot", "user_id": "zz-theirs"}))
         theirs = (await ok(await keys[other].get("/v1/memory/namespaces")))["last_id"]
         for client, path in ((keys[tid], "/v1/memory/namespaces"), (admin, f"{T}/{tid}/memory/namespaces")):
             await pages_through(client, path, users, theirs, "user_id")

@@ -235,3 +235,38 @@ async def test_an_auditor_calls_no_model_through_either_sdk(sdk_world):
     for key in (plain, member_auditor):
         answer = await sdk_client(key, transport).chat.completions.create(model="g", messages=message)
         assert answer.choices[0].message.content
+
+
+async def test_explain_says_an_auditors_model_call_is_refused_as_the_call_is(world):
+    """Route explain and policy explain of an auditor-only key say its call is refused, with the 403's own code
+    and message (the plan stays readable); a memory search's embedding, which it may make, is not refused."""
+    w = world
+    tenant, _ = await w.tenant("acme")
+    keys = f"/admin/v1/tenants/{tenant}/keys"
+    made = await ok(await w.call("POST", keys, json={"name": "a", "roles": ["auditor"]}), 201)
+    auditor = made["key"]
+    chat = {"model": "g", "messages": [{"role": "user", "content": "hi"}]}
+    real = error(await w.call("POST", "/v1/chat/completions", auditor, json=chat), 403)
+    explained = await ok(await w.call("POST", "/v1/route/explain", auditor, json=chat))
+    assert explained["refused"] == {"status": 403, **real}, explained
+    assert explained["would_attempt"] == [] and explained["plans"], explained
+    embedding = await ok(await w.call("POST", "/v1/route/explain?work=memory_embedding", auditor, json=chat))
+    assert "refused" not in embedding and embedding["would_attempt"], embedding
+    stored = {"model": "g", "input": "hi", "store": True}
+    real_stored = error(await w.call("POST", "/v1/responses", auditor, json=stored), 403)
+    step = await ok(await w.call("POST", "/v1/route/explain?work=stored_response", auditor, json=chat))
+    assert step["refused"] == {"status": 403, **real_stored}, step
+    for caller in ({"key_id": made["id"]}, {"roles": ["auditor"]}):
+        body = {"tenant_id": tenant, "model": "g", **caller}
+        decision = await ok(await w.call("POST", "/admin/v1/policy/explain", json=body))
+        assert (decision["allowed"], decision["deployments"]) == (False, []), decision
+        assert (decision["code"], decision["message"]) == (real["code"], real["message"]), decision
+    member = await ok(await w.call("POST", "/admin/v1/policy/explain", json={"tenant_id": tenant, "model": "g"}))
+    assert member["allowed"] and member["code"] is None, member
+    # An auditor key policy refuses too (no chat in its endpoint scope): its role is checked first, as the call's.
+    scoped = {"name": "s", "roles": ["auditor"], "scopes_endpoints": ["embeddings"]}
+    narrow = (await ok(await w.call("POST", keys, json=scoped), 201))["key"]
+    first = error(await w.call("POST", "/v1/chat/completions", narrow, json=chat), 403)
+    explained = await ok(await w.call("POST", "/v1/route/explain", narrow, json=chat))
+    assert explained["refused"] == {"status": 403, **first} and first["code"] == "insufficient_role", explained
+    assert (explained["plans"], explained["would_attempt"]) == ([], []), explained

@@ -7,9 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import msgspec
 import pytest
 
-from multihome.config.contracts import ContractsConfigError, parse_contracts
+from multihome.config.contracts import ContractsConfigError, encode_agreement, parse_contracts
 from multihome.contracts import money, terms
 
 HUNDRED_DIGITS = "0." + "1" * 100
@@ -93,3 +94,17 @@ def test_a_term_given_as_a_time_is_refused_saying_it_is_a_whole_utc_day(when):
         "contracts.revenue_share[0].ends_on: Expected `date`, got `datetime`: a date here is a whole UTC day"
     )
     parse_config(text.replace(when, "2026-12-31"))
+
+
+@pytest.mark.parametrize("zero", ["-0", "-0.0", "-0e3"])
+def test_a_rate_or_cap_of_negative_zero_is_zero_everywhere_it_is_written(zero):
+    """0 is a rate and a cap (nothing accrues); "-0" is that value, written "0" in the stored spec, the answer
+    and the report's limit (which read "-0.00"). A commitment's amount must be positive: "-0" is refused."""
+    [share] = parse_contracts(_rs(rate=zero, cap=zero)).revenue_share
+    assert encode_agreement(share)["rate"] == encode_agreement(share)["cap"] == "0"
+    assert str(money.cents(share.cap)) == "0.00", share.cap
+    encoded = msgspec.json.decode(msgspec.json.encode(share))  # as a Decimal writes itself (the audit's details)
+    assert not encoded["rate"].startswith("-") and not encoded["cap"].startswith("-"), encoded
+    with pytest.raises(ContractsConfigError) as info:
+        parse_contracts(_commit(amount=zero))
+    assert "amount must be positive and at most" in str(info.value) and "-0" not in str(info.value), info.value

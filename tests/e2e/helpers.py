@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
@@ -23,6 +23,15 @@ def until(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condit
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def finished(client: Any, response_id: str, timeout: float = 60.0) -> Any:
+    """The Response `response_id` once it is final (not `queued` or `in_progress`), read with the openai SDK."""
+    return until(
+        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
+        timeout,
+        f"{response_id} to finish",
+    )
 
 
 def usage_of(url: str, admin_key: str, deployment: str, calls: int) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -16,9 +17,9 @@ import httpx
 import openai
 import pytest
 
-from builders import audit, config, deployment, groups, identity, simulated, sqlite
+from builders import audit, config, deployment, groups, identity, price, simulated, sqlite
 
-from .helpers import tenant_with_key
+from .helpers import finished, tenant_with_key, until
 from .processes import VENV_BIN, Gateway, Simulator
 
 ADMIN_KEY = "mh-audit-full-admin"
@@ -51,6 +52,16 @@ def _fill(disk: Path) -> Path:
             f.write(b"\0" * 65536)
         raise AssertionError("the disk never filled")
     return filler
+
+
+def _verifies(trail: Path) -> None:
+    verified = subprocess.run(
+        [str(VENV_BIN / "multihome"), "audit", "verify", "--dir", str(trail)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def _chat(client: openai.OpenAI) -> int | str:
@@ -114,10 +125,68 @@ def test_a_full_audit_disk_refuses_with_503_changes_nothing_and_serves_again_onc
     assert all(p.stat().st_size > 0 for p in trail.iterdir()), sorted(
         (p.name, p.stat().st_size) for p in trail.iterdir()
     )
-    verified = subprocess.run(
-        [str(VENV_BIN / "multihome"), "audit", "verify", "--dir", str(trail)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    _verifies(trail)
+
+
+def test_a_background_response_whose_attempts_run_out_on_a_full_audit_disk_ends_failed_and_unbilled(
+    small_disk, tmp_path
+):
+    """docs/responses.md "Exactly once after a crash" and docs/agents.md: a run that cannot write its audit
+    events raises and its job is tried again; once its attempts are used up the response is `failed`
+    (`server_error`), a poll shows it, and none of the upstream answers it could not serve is billed. Once
+    the disk has room the gateway serves background responses again, and the trail verifies."""
+    sim = Simulator("openai", "sim")
+    gateway = None
+    trail = small_disk / "audit"
+    try:
+        cfg = config(
+            storage=sqlite(tmp_path / "multihome.db"),
+            identity=identity("MH_AF_ADMIN"),
+            audit=audit(trail),
+            responses={"background": {"lease_s": 2.0, "poll_s": 0.1, "event_flush_ms": 50, "max_attempts": 2}},
+            providers={"oa": simulated("openai", sim.url)},
+            deployments={"quick": deployment("oa", "m-quick", price=price(1_000_000, 1_000_000))},  # $1 a token
+            model_groups=groups({"quick": "quick"}, retries=0),
+        )
+        gateway = Gateway(cfg, tmp_path, ENV)
+        admin = httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+        tenant, key = tenant_with_key(admin, "acme")
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+        kept = client.responses.create(model="quick", input="kept before")
+
+        filler = _fill(small_disk)
+        # The chain file's last page may still take a line or two: foreground calls use it up first.
+        until(lambda: _responses_refused(client), timeout=30, what="a call refused for the full disk")
+        queued = client.responses.create(model="quick", input="run while full", background=True)
+        assert queued.status == "queued"
+        ended = finished(client, queued.id, timeout=90)
+        assert ended.status == "failed" and ended.error is not None and ended.error.code == "server_error", ended
+        assert ended.output == []
+        # Each of its two attempts got an answer it could not serve unaudited (under the one request id).
+        [unserved] = {r["request_id"] for r in sim.requests() if "run while full" in r["body"]}
+        assert len([r for r in sim.requests() if "run while full" in r["body"]]) == 2
+
+        filler.unlink()
+        later = client.responses.create(model="quick", input="run with room", background=True)
+        done = finished(client, later.id, timeout=90)
+        assert done.status == "completed" and "run with room" in done.output_text, done
+        assert client.responses.retrieve(kept.id).output_text == kept.output_text
+        assert client.responses.retrieve(queued.id).status == "failed"
+    finally:
+        log = gateway.stop() if gateway is not None else ""
+        sim.stop()
+    with sqlite3.connect(tmp_path / "multihome.db") as db:  # the gateway stopped: every usage row written
+        rows = db.execute("SELECT request_id, outcome FROM usage_calls").fetchall()
+    assert [r for r in rows if r[0].startswith(unserved)] == [], rows  # none of its answers billed
+    assert len([r for r in rows if r[1] == "ok"]) == 2, rows  # kept before, run with room
+    assert "Traceback" not in log and " 500 " not in log, log[-4000:]
+    _verifies(trail)
+
+
+def _responses_refused(client: openai.OpenAI) -> bool:
+    try:
+        client.responses.create(model="quick", input="foreground while full", store=False)
+    except openai.APIStatusError as exc:
+        assert exc.status_code == 503 and exc.code == "audit_unavailable", exc.body
+        return True
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import sqlite3
@@ -23,11 +24,11 @@ import httpx
 import openai
 import pytest
 
-from builders import breakers, config, database, deployment, groups, identity, price, simulated
+from builders import audit, breakers, config, database, deployment, groups, identity, price, simulated
 from mcp_server import McpTestServer
 from multihome.crypto import init_key_file
 
-from .helpers import until
+from .helpers import finished, until
 from .processes import Gateway, Simulator, local_http
 
 ADMIN_KEY = "mh-crash-points-e2e-admin"
@@ -49,6 +50,7 @@ SHARE = {  # half of the metered cost accrues to the ledger: what a crash must n
 
 def gateway_config(tmp: Path, sim: Simulator) -> dict:
     return config(
+        audit=audit(tmp / "audit"),
         storage=database(f"sqlite+aiosqlite:///{tmp}/multihome.db"),
         kms={"local": {"key_file": str(tmp / "kms.key")}},
         identity=identity("MH_CP_ADMIN_KEY"),
@@ -199,10 +201,7 @@ def test_kill_between_the_upstream_answer_and_the_append_of_a_background_turn(wo
     sim.clear_faults()
     second = start()
     client = sdk(second, key)
-    done = until(
-        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
-        what="the response to finish after the restart",
-    )
+    done = finished(client, response_id)
     assert done.status == "completed", done.error
     texts = items_text(client, conv.id)
     assert texts.count(text) == 1 and texts.count(done.output_text) == 1, texts  # the turn appended once
@@ -250,10 +249,7 @@ def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
         sim.clear_faults()
         second = start()
         client = sdk(second, key)
-        done = until(
-            lambda: (r := client.responses.retrieve(created.id)).status not in ("queued", "in_progress") and r,
-            what="the run to finish after the restart",
-        )
+        done = finished(client, created.id)
         assert done.status == "completed", done.error
         steps = calls_of(sim, text)
         assert [c["request_id"] for c in steps].count(step_id) == 2  # the killed step, repeated
@@ -262,6 +258,61 @@ def test_kill_between_an_agent_steps_answer_and_its_checkpoint(world, tmp_path):
     time.sleep(0.5)
     counted, billed = spent(second, tenant)
     assert counted == billed, (counted, billed)
+
+
+def test_kill_between_an_mcp_calls_answer_and_its_checkpoint(world, tmp_path):
+    """An agent run's tool call made (the MCP server ran it, the audit trail has it), killed before the
+    checkpoint that records it. docs/agents.md "After a crash": the resumed run repeats that call under the
+    same idempotency key (a server that honours it runs it once), makes no completed model step again, and
+    is billed for each model step once."""
+    sim, start = world
+    first = start()
+    tenant, key = tenant_key(first)
+    calls_log = tmp_path / "mcp-calls.jsonl"
+    with McpTestServer(call_log=calls_log) as server:
+        with admin(first) as client:
+            body = {"name": "tools", "url": server.url, "allowed_tools": ["slow"], "require_approval": "never"}
+            resp = client.post(f"/admin/v1/tenants/{tenant}/mcp-servers", json=body)
+            assert resp.status_code == 201, resp.text
+        text = "steps=1: a tool call answered then killed"
+        tool = {"type": "mcp", "server_label": "tools", "server_url": server.url}
+        client = sdk(first, key)
+        created = client.responses.create(model="gpt", input=text, tools=[tool], background=True)
+        until(lambda: calls_log.exists() and calls_log.read_text(), what="the tool call to start")
+        with write_lock(tmp_path / "multihome.db"):
+            # The call ran (its agent_step event is on disk after its answer); its checkpoint waits for the lock.
+            until(lambda: _tool_call_audited(tmp_path, created.id), what="the tool call's answer")
+            done_calls = [o for o in client.responses.retrieve(created.id).output if o.type == "mcp_call"]
+            assert not any(o.output for o in done_calls), "the call was checkpointed before the lock: missed"
+            os.kill(first.popen.pid, signal.SIGKILL)
+            first.popen.wait(30)
+        steps_before = [c["request_id"] for c in calls_of(sim, text)]
+        assert len(steps_before) == 1
+        second = start()
+        client = sdk(second, key)
+        done = finished(client, created.id)
+    assert done.status == "completed", done.error
+    assert [o.type for o in done.output] == ["mcp_list_tools", "mcp_call", "message"], done.output
+    slow = [json.loads(line) for line in calls_log.read_text().splitlines()]
+    assert len(slow) == 2 and slow[0]["key"] == slow[1]["key"] and slow[0]["key"].startswith(created.id), slow
+    steps = [c["request_id"] for c in calls_of(sim, text)]
+    assert len(steps) == 2 and steps[0] == steps_before[0] and len(set(steps)) == 2  # the answered step once
+    for step in steps:
+        until(lambda step=step: usage_rows(tmp_path, step) == 1, what="each step's usage row")
+    time.sleep(0.5)
+    assert [usage_rows(tmp_path, step) for step in steps] == [1, 1]
+    counted, billed = spent(second, tenant)
+    assert counted == billed, (counted, billed)
+
+
+def _tool_call_audited(tmp: Path, run_id: str) -> bool:
+    for path in (tmp / "audit").glob("chn_*.jsonl"):
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            body = event.get("body") or {}
+            if event.get("kind") == "agent_step" and body.get("run_id") == run_id and body.get("action") == "tool_call":
+                return True
+    return False
 
 
 def test_a_response_whose_replica_was_killed_is_cancelled_on_the_restarted_one(world, tmp_path):

@@ -79,11 +79,30 @@ def test_two_narrowing_headers_are_refused_naming_the_header(gateway, sims, seco
     error = openai_error(resp, 400)
     assert (error["code"], error["param"]) == ("duplicate_header", "x-multihome-deployments"), error
     assert "more than one 'x-multihome-deployments' header" in error["message"]
-    resp = httpx.post(gateway.url + "/v1/messages", json=MESSAGES, headers=[auth, *narrow], timeout=10)
-    assert "more than one 'x-multihome-deployments'" in anthropic_error(resp, 400, "invalid_request_error")["message"]
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):  # count_tokens reads the header as messages does
+        resp = httpx.post(gateway.url + path, json=MESSAGES, headers=[auth, *narrow], timeout=10)
+        words = "more than one 'x-multihome-deployments'"
+        assert words in anthropic_error(resp, 400, "invalid_request_error")["message"], path
     assert sims["azure"].stats()["requests"] == sims["openai"].stats()["requests"] == 0
     one = [auth, JSON, ("x-multihome-deployments", f"az-main,{second}")]  # both names in one header: served
     assert httpx.post(gateway.url + "/v1/chat/completions", json=CHAT, headers=one, timeout=10).status_code == 200
+    assert httpx.post(gateway.url + "/v1/messages/count_tokens", json=MESSAGES, headers=one, timeout=10).json()[
+        "input_tokens"
+    ]
+    foreign = [auth, ("x-multihome-deployments", "elsewhere")]  # a name not of the group: refused as messages does
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        resp = httpx.post(gateway.url + path, json=MESSAGES, headers=foreign, timeout=10)
+        assert "Cannot narrow model" in anthropic_error(resp, 400, "invalid_request_error")["message"], path
+    # A Responses count reads them as a create does.
+    turn = {"model": "gpt-4o", "input": "hi"}
+    for path in ("/v1/responses", "/v1/responses/input_tokens"):
+        resp = httpx.post(gateway.url + path, json=turn, headers=[auth, *narrow], timeout=10)
+        assert openai_error(resp, 400)["code"] == "duplicate_header", path
+        resp = httpx.post(gateway.url + path, json=turn, headers=foreign, timeout=10)
+        assert openai_error(resp, 400)["code"] == "invalid_route_narrowing", path
+    assert httpx.post(gateway.url + "/v1/responses/input_tokens", json=turn, headers=one, timeout=10).json()[
+        "input_tokens"
+    ]
 
 
 # --- finding 10: JSON nested far deeper than anything real (the admin API: tests/api/test_admin_bad_bodies.py)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from builders import breakers, config, database, deployment, groups, identity, price, simulated
 from multihome.crypto import init_key_file
 
-from .helpers import until
+from .helpers import finished, until
 from .processes import Gateway, Simulator, local_http
 from .stores import head_database
 
@@ -129,7 +129,7 @@ def test_a_background_turn_is_checked_at_once_and_a_refused_one_fails(world):
         client.responses.create(model="gpt", input="x", previous_response_id="resp_missing", background=True)
     sim.fault(status=400, times=1)
     created = client.responses.create(model="gpt", input="refused upstream", background=True)
-    failed = _finished(client, created.id)
+    failed = finished(client, created.id)
     assert failed.status == "failed" and failed.error is not None and failed.error.message
 
 
@@ -334,13 +334,6 @@ def _running(start, text: str) -> tuple[Gateway, str, str, str]:
     return first, tenant, key, created.id
 
 
-def _finished(client: openai.OpenAI, response_id: str):
-    return until(
-        lambda: (r := client.responses.retrieve(response_id)).status not in ("queued", "in_progress") and r,
-        what="the response to finish",
-    )
-
-
 def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(tmp_path, sqlite_database):
     """SIGSTOP a replica mid-response: another takes the job over when the lease runs out and
     finishes it. When the stalled one wakes it finds its lease taken: the call it abandons is not
@@ -353,7 +346,7 @@ def test_a_replica_stalled_past_its_lease_cannot_bill_or_finish_the_turn_again(t
         try:
             second = start()
             other = sdk(second, key)
-            done = _finished(other, response_id)
+            done = finished(other, response_id)
             until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
         finally:
             os.kill(first.popen.pid, signal.SIGCONT)
@@ -381,7 +374,7 @@ def test_a_replica_that_stops_hands_its_response_over_and_the_finished_run_is_bi
         first.stop()  # a graceful stop: the job is released at once, not after its lease
         sim.clear_faults()
         second = start()
-        done = _finished(sdk(second, key), response_id)
+        done = finished(sdk(second, key), response_id)
         assert done.status == "completed" and done.usage.output_tokens > 0
         until(lambda: _billed_calls(second, tenant) >= 1, what="usage")
         time.sleep(0.5)

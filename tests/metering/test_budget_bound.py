@@ -275,3 +275,17 @@ async def test_the_admin_api_budget_status_of_a_dropped_counter_is_read_back(db_
         assert (shown["spent_or_reserved"], shown["remaining"]) == ("0.01203", "0")
     finally:
         await m.close()
+
+
+@pytest.mark.parametrize("amount", ["-0", "-0.0", -0.0], ids=["text", "text-places", "yaml-number"])
+async def test_a_config_budget_of_negative_zero_is_a_budget_of_0(db_url, amount):
+    """A config budget may be 0 (every call refused); spelled "-0" it is that budget, and its 429 says 0 (as written), not -0."""
+    m = await _metering(db_url, Clock(), budgets=[BudgetRule(scope="key", id="*", amount=amount)])
+    try:
+        with pytest.raises(ApiError) as refused:
+            await m.limiter.admit(oidc("alice"), "g", PLAN, 10, 10, "alice-1")
+        assert refused.value.body.code == "budget_exceeded"
+        message = refused.value.body.message
+        assert "monthly budget of 0" in message and "of -0" not in message, message
+    finally:
+        await m.close()

@@ -1,6 +1,6 @@
 """The usage writer's batch on PostgreSQL: one statement whose one parameter is the batch as JSON (asyncpg's
 executemany encoded each row's 23 values on the event loop, ~0.3 ms of the loop for a 75-row batch, and
-sent each row as its own Bind and Execute), and every value read back exactly as it was queued."""
+sent each row as its own Bind and Execute), and every value read back exactly as it was queued (on SQLite too)."""
 
 from __future__ import annotations
 
@@ -61,10 +61,12 @@ async def test_a_batch_is_one_statement_whatever_its_rows(url, monkeypatch):
     await engine.dispose()
 
 
-async def test_every_value_reads_back_exactly_as_queued(url):
-    # The batch crosses as JSON and the server casts each element's text: floats must come back as the
-    # same double, a 63-bit integer whole, text with quotes, backslashes, escapes and non-ASCII as it was,
-    # None as NULL, and a row queued twice stored once; rows replayed from a spool among them.
+async def test_every_value_reads_back_exactly_as_queued(db_url):
+    # PostgreSQL: the batch crosses as JSON and the server casts each element's text; SQLite: each value is
+    # bound. Floats must come back as the same double, a 63-bit integer whole, text with quotes,
+    # backslashes, escapes and non-ASCII as it was, None as NULL, and a row queued twice stored once; rows
+    # replayed from a spool among them.
+    url = db_url
     values = [
         with_values("floats", latency_ms=0.1 + 0.2, cost_nanos=2**62 + 1, prompt_tokens=2**31 - 1),
         with_values("tiny", latency_ms=1e-7, cost_nanos=0, team_id=None, deployment=None, provider=None),

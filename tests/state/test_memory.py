@@ -394,7 +394,8 @@ async def test_many_small_namespaces_held_stay_within_the_memory_budget(db_url, 
 
 async def test_namespaces_and_their_usage_come_a_page_at_a_time_by_agent_and_user(memory):
     """A tenant may hold 100,000 namespaces: both lists are read a page at a time, in (agent, user) order (agent
-    "a" user "z" before agent "ab"), each once; a cursor that is no namespace of the tenant is Invalid."""
+    "a" user "z" before agent "ab"), each once. A cursor is a place in that order: another tenant's is one (the
+    rows after it, none of the other's); what is no cursor, nor a namespace's id, is Invalid."""
     from multihome.storage.errors import Invalid
 
     names = [("ab", "a"), ("a", "z"), ("b", ""), ("a", "b"), ("ab", ""), ("a", "")]
@@ -415,7 +416,20 @@ async def test_namespaces_and_their_usage_come_a_page_at_a_time_by_agent_and_use
                 break
             after = page.last
         assert (seen, pages) == (expected, 2)
-        foreign = (await memory.namespaces("t2", 1)).last
-        for bad in (foreign, "\x00mns", "mns_nosuchnamespace"):
-            with pytest.raises(Invalid, match="is not the id of a row of this list"):
+        foreign = (await memory.namespaces("t2", 1)).last  # agent "a", user "a"
+        assert [pick(n) for n in await read("t1", 10, foreign)] == expected[1:]
+        for bad in ("\x00mns", "mns_nosuchnamespace", "nsc_!!", "nsc_WyJhIl0", "nsc_" + "A" * 3000):
+            with pytest.raises(Invalid, match="is not a cursor of this list"):
                 await read("t1", 4, bad)
+
+
+async def test_a_namespace_deleted_between_two_pages_leaves_its_cursor_a_place(memory):
+    """Both lists go on after a namespace deleted since its page was read (its cursor is its agent and user)."""
+    users = [f"u{i}" for i in range(5)]
+    for user in users:
+        await memory.set_namespace("t1", "bot", user, 60)
+    for read, pick in ((memory.namespaces, lambda n: n.user_id), (memory.usage, lambda r: r["user_id"])):
+        first = await read("t1", 2)
+        await memory.delete_namespace("t1", "bot", pick(first[-1]))
+        users.remove(pick(first[-1]))
+        assert [pick(n) for n in await read("t1", 2, first.last)] == users[1:3]

@@ -36,6 +36,7 @@ from .admin.pages import limit_after, paged
 from .admin.route import unreadable_row
 from .asgi import Receive, Send, read_body
 from .audit_errors import MADE_UNAUDITED, audit_api_error
+from .kms_errors import for_request
 from .memory_embeddings import caller_of, space_refusal
 from .pipeline import Call, Pipeline
 from .responses.common import answer, list_query, page, query, segments, stored
@@ -284,18 +285,24 @@ class MemoryDoor:
         memory, who = self._store(), await self._tenant(call)
         req = await self._bodies.decode(parse_search, await read_body(call.scope, receive, self.max_body, self._bodies))
         keep = _filters(req.filters)
-        hits = await self._do(
-            memory.search(
-                who,
-                req.agent_id,
-                req.user_id,
-                req.query,
-                top_k=req.top_k,
-                keep=keep,
-                mode=req.mode,
-                caller=caller_of(call, who),
+        try:
+            hits = await self._do(
+                memory.search(
+                    who,
+                    req.agent_id,
+                    req.user_id,
+                    req.query,
+                    top_k=req.top_k,
+                    keep=keep,
+                    mode=req.mode,
+                    caller=caller_of(call, who),
+                )
             )
-        )
+        except ApiError as err:  # a POST that only reads: a KMS's 503 in a read's words, as a GET's
+            worded = for_request(err, "GET")
+            if worded is err:
+                raise
+            raise worded from err.__cause__
         body = {"object": "list", "data": [hit_view(h) for h in hits], "mode": req.mode}
         await answer(call, send, _with_unreadable(body, hits))
 

@@ -35,7 +35,7 @@ from ..schema.errors import ApiError, bad_request, echo, echo_quoted
 from .asgi import Header, Scope, header, single
 from .big_bodies import BigBodies
 from .policy_gate import pin_refusal
-from .read_only import INSUFFICIENT_ROLE, read_only_refusal
+from .read_only import INSUFFICIENT_ROLE, model_call_refusal
 from .render import served_headers
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class Pipeline:
             # An auditor-only credential calls no model (a memory search's embedding, policy_endpoint, is its read).
             if tracker is not None:
                 tracker.policy_code = INSUFFICIENT_ROLE
-            raise read_only_refusal(principal, f"calls no model (a call spends the tenant's budget): {endpoint}")
+            raise model_call_refusal(principal, endpoint)
         gate = self.gate
         if gate is not None:
             assert principal is not None  # every route that reaches a model identifies first

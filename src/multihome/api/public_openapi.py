@@ -597,6 +597,17 @@ def _openai_schemas() -> dict[str, Schema]:
             breakers={"type": "object"},
             would_attempt={"type": "array", "items": STR},
             policy={"type": "object"},
+            refused={
+                **_obj(
+                    ["status", "message", "type", "param", "code"],
+                    status=INT,
+                    message=STR,
+                    type=STR,
+                    param=_null(STR),
+                    code=_null(STR),
+                ),
+                "description": "A read-only caller's: the error its own call would get (would_attempt is empty).",
+            },
         ),
         "MultihomeExtension": _obj(
             extra=False,
@@ -817,7 +828,10 @@ def _memory_schemas() -> dict[str, Schema]:
             object=_const("list"),
             data={"type": "array", "items": namespace},
             has_more=BOOL,
-            last_id={**_null(STR), "description": "the `after` of the next page (a namespace's id)"},
+            last_id={
+                **_null(STR),
+                "description": "the `after` of the next page (a cursor naming the last namespace's agent and user)",
+            },
         ),
         "MemoryNamespaceRequest": _obj(extra=False, agent_id=ns_id, user_id=ns_id, default_ttl_seconds=ttl),
         "MemoryDeleted": _obj(["object", "deleted"], object=STR, deleted=BOOL, records_deleted=INT),
@@ -1053,7 +1067,7 @@ _EXTRA_QUERY: dict[str, list[Schema]] = {
     "listMemoryNamespaces": [
         _query("agent_id", STR, "Only this agent's namespaces"),
         _query("user_id", STR, "Only this user's namespaces"),
-        _query("after", STR, "A namespace's id (the `last_id` of the page before): the page after it"),
+        _query("after", STR, "The `last_id` of the page before (a cursor): the namespaces after it"),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Namespaces of the page (default 1000)"),
         _TENANT,
     ],

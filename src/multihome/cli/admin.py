@@ -859,7 +859,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         dest="roles",
         help="repeatable (default: member; auditor and org-admin: an org-admin key only)",
     )
-    c.add_argument("--model", action="append", dest="models", help="limit to model groups (repeatable)")
+    c.add_argument(
+        "--model", action="append", dest="models", help="limit to model groups or family globs (gpt-4o*; repeatable)"
+    )
     c.add_argument("--expires-in-days", type=float)
     command(k, "revoke", _keys_revoke).add_argument("key_id", help="key name or id")
 

@@ -32,7 +32,7 @@ from typing import Literal
 import msgspec
 
 from ..schema import admin_fields as fields
-from .decimals import exact, places, plain
+from .decimals import exact, places, plain, unsigned_zero
 from .errors import DATE_GOT_TIME, DATE_NOT_TIME
 from .struct import Strict
 
@@ -68,6 +68,10 @@ class RevenueShare(Strict, tag="revenue_share", tag_field="kind", kw_only=True):
     cap: Decimal | None = None  # cumulative over the whole agreement; None = uncapped
     currency: str = "USD"
 
+    def __post_init__(self) -> None:
+        self.rate = unsigned_zero(self.rate)
+        self.cap = None if self.cap is None else unsigned_zero(self.cap)
+
 
 class Commitment(Strict, tag="commitment", tag_field="kind", kw_only=True):
     id: str
@@ -77,6 +81,9 @@ class Commitment(Strict, tag="commitment", tag_field="kind", kw_only=True):
     ends_on: dt.date
     burn: Literal["linear"] = "linear"  # planned burn: amount spread evenly over the period
     currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        self.amount = unsigned_zero(self.amount)  # (a zero is refused; its message then says "0")
 
 
 Agreement = RevenueShare | Commitment

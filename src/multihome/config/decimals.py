@@ -41,7 +41,13 @@ def exact(value: object) -> Decimal:
     """A client's decimal as an exact Decimal; ValueError (saying how to write one) if it is `misspelled`."""
     if misspelled(value):
         raise ValueError(f"must be {SPELLING}, not '{echo(value)}'")
-    return Decimal(value if isinstance(value, (str, int, Decimal)) else str(value))
+    return unsigned_zero(Decimal(value if isinstance(value, (str, int, Decimal)) else str(value)))
+
+
+def unsigned_zero(value: Decimal) -> Decimal:
+    """`value`, a zero without its sign: "-0" is the amount 0 (valid wherever 0 is, refused wherever 0 is), but
+    a Decimal keeps the sign through arithmetic and text (a contract cap of "-0" was reported as "-0.00")."""
+    return value.copy_abs() if not value else value
 
 
 def plain(value: Decimal) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .decimals import exact, places
+from .decimals import exact, places, unsigned_zero
 from .struct import Strict
 
 # A budget's counter holds nano-units in a signed 64-bit integer (Redis), so an amount is at most a billion
@@ -32,7 +32,8 @@ class BudgetRule(Strict):
 
     @property
     def limit(self) -> Decimal:
-        return Decimal(str(self.amount))
+        # Not exact(): a stored budget's amount is read by rows.budget, which a hand-edited "+5" passes; -0 is 0.
+        return unsigned_zero(Decimal(str(self.amount)))
 
 
 class RateLimitRule(Strict):

@@ -103,7 +103,8 @@ def globs_overlap(a: str, b: str) -> bool:
     return pa.startswith(pb) or pb.startswith(pa)
 
 
-def _pattern_problem(where: str, value: object) -> str | None:
+def pattern_problem(where: str, value: object) -> str | None:
+    """What is wrong with a model-group name or family glob (`gpt-4o*`) as policy matches them (None: fine)."""
     if not isinstance(value, str) or not value:
         return f"{where}: empty value"
     found = fields.text(value, where)
@@ -126,9 +127,9 @@ def rule_problems(rule: EgressRule, where: str = "rule") -> list[str]:
             problems.append(f"{where}.{field} has more than {fields.LIST_MAX} values ({len(values)})")
             continue
         if fields.plain_strings(values, fields.NAME_MAX, required=True) and not any("*" in v[:-1] for v in values):
-            continue  # (checked in bulk: what _pattern_problem finds, it finds in none of them)
+            continue  # (checked in bulk: what pattern_problem finds, it finds in none of them)
         for i, v in enumerate(values):
-            p = _pattern_problem(f"{where}.{field}[{i}]", v)
+            p = pattern_problem(f"{where}.{field}[{i}]", v)
             if p:
                 problems.append(p)
     if rule.description is not None:
@@ -158,7 +159,7 @@ def entitlement_problems(ent: Entitlement) -> list[str]:
     problems = []
     if ent.ends_on < ent.starts_on:
         problems.append(f"{where}: ends_on {ent.ends_on} is before starts_on {ent.starts_on}")
-    p = _pattern_problem(f"{where}.model_group", ent.model_group)
+    p = pattern_problem(f"{where}.model_group", ent.model_group)
     if p:
         problems.append(p)
     return problems

@@ -262,6 +262,11 @@ class StateStore(StoreBase):
         )
 
     # -- sealing -------------------------------------------------------------------------------------
+    async def ready_to_seal(self, tenant: str) -> None:
+        """The tenant's data key cached (a dict lookup when it is): a turn that stores its answer meets a KMS
+        that cannot seal (KmsError) before its model is called and billed, not once the answer is in."""
+        await self.keyring.ready(tenant, PURPOSE)
+
     async def _seal(self, tenant: str, table: str, record_id: str, value: Any) -> tuple[bytes, int]:
         sealed, plain = await self._seal_plain(tenant, table, record_id, value)
         return sealed, len(plain)

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ..aio import cancel_and_wait, wait_event
+from ..crypto.errors import KmsError
 from ..outage_log import OutageLog
 from ..storage.errors import outage
 from .jobs import CANCELLED, DONE, Job, JobQueue, Renewal
@@ -201,7 +202,7 @@ class JobWorker:
         try:
             await hook(job)
         except Exception as exc:
-            why = outage(exc)  # the database away: one line, not a traceback through the driver and the pool
+            why = _outage(exc)
             log.warning(
                 "job %s: its record could not be settled (%s); left to its next read",
                 job.id,
@@ -217,7 +218,13 @@ class JobWorker:
                 return False
         except Exception as exc:
             # The lease runs out and another replica runs the job again (its steps are checkpointed).
-            why = outage(exc)  # the database away: one line, not a traceback through the driver and the pool
+            why = _outage(exc)
             log.warning("could not record a job's outcome (%s); it will be retried", why or exc, exc_info=why is None)
             return False
         return True
+
+
+def _outage(exc: BaseException) -> str | None:
+    """The database away, or the KMS unreachable or refusing (its words name it, never a key): one line, not a
+    traceback through the driver, the pool or the KMS client. None for anything else (the traceback is worth it)."""
+    return outage(exc) or (str(exc) if isinstance(exc, KmsError) else None)

@@ -89,6 +89,13 @@ class Store(
             # An event edited by hand is reported, not a 500 (row_reads.Listed.unreadable).
             return await row_reads.read_all(conn, q.order_by(admin_events.c.seq).limit(limit), admin_events, _event)
 
+    async def tenant_in_history(self, tenant_id: str) -> bool:
+        """Whether an admin event names the tenant: every stored tenant's creation (and deletion) is one, and
+        events are never pruned, so a deleted tenant is in it and an id that never was a tenant is not."""
+        q = sa.select(admin_events.c.seq).where(admin_events.c.tenant_id == tenant_id).limit(1)
+        async with self._read() as conn:
+            return (await conn.execute(q)).first() is not None
+
 
 async def open_store(url: str, *, migrate: bool = False) -> Store:
     """Open (not create) the database at `url`: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`.

@@ -89,6 +89,7 @@ ROUTES = (
         "Admin changes in this tenant, oldest first (?limit= 1-1000, default 100; ?after=<seq of the last event seen>)",
         query=_PAGE,
         needs=STORAGE,
+        tenant_must_have_existed=True,
     ),
     Route(
         "GET",
@@ -111,6 +112,7 @@ ROUTES = (
         query=("tenant", "since", "until", *_FILTERS[:5], "limit", "after"),
         check=_may_audit,
         needs=Needs(lambda s: s.audit_reader, "The audit trail is off: set audit.dir in the config."),
+        tenant_must_have_existed=True,  # its ?tenant=
     ),
     Route(
         "GET",

@@ -121,6 +121,8 @@ class AdminApi:
         if route.event is not None and s.audit_log is not None:
             await s.audit_log.writable()  # a trail that cannot take the change's event: refused, nothing changed
         try:
+            if route.tenant_must_have_existed:  # (in the try: its read is the store's, its outage a 503)
+                await _must_have_existed(s, params.get("tenant") or query.get("tenant"))
             out = await route.handler(s, AdminCall(principal, params, body, query))
         except NotFound as exc:
             raise ApiError(404, _message(exc, route.noun), code="not_found") from None
@@ -256,6 +258,15 @@ def _strings_of(raw: bytes, names: tuple[str, ...]) -> dict[str, str]:
 
 
 _top = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+async def _must_have_existed(s: Services, tenant: str | None) -> None:
+    """404 for a tenant id that is neither a tenant now nor in the admin events (never one): its history is none
+    to read. A live tenant costs the lookup in memory; only an unknown id reads the store."""
+    if tenant is None or s.store is None or s.known_tenant is None or await s.known_tenant(tenant):
+        return
+    if not await s.store.tenant_in_history(tenant):
+        raise ApiError(404, str(NotFound("tenant", tenant)), code="not_found")
 
 
 def _spelled(body: Any, route: Route) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 from functools import partial
 from typing import Any
 
+from ...policy.model import glob_matches, pattern_problem
 from ...schema.errors import ApiError, echo
 from ...schema.principal import AUDITOR, ORG_ADMIN, ROLES, Principal
 from ...storage.apikeys import KEY_MAX_LIFETIME_DAYS
@@ -32,11 +33,7 @@ async def create_key(s: Services, c: AdminCall) -> Any:
         raise ApiError(400, f"Unknown role {unknown[0]}; roles are {', '.join(ROLES)}.", param="roles")
     _check_grant(c.who, body.roles)
     if body.scopes_models:
-        missing = sorted(set(body.scopes_models) - s.model_groups)
-        if missing:
-            raise ApiError(
-                400, f"scopes_models names unknown model groups: {', '.join(missing)}.", param="scopes_models"
-            )
+        _check_model_scope(body.scopes_models, s.model_groups)
     record, secret = await s.store.create_key(
         c.tenant,
         name=body.name,
@@ -49,6 +46,23 @@ async def create_key(s: Services, c: AdminCall) -> Any:
         actor=c.who.subject,
     )
     return B.key_view(record, secret)
+
+
+def _check_model_scope(patterns: list[str], groups: frozenset[str]) -> None:
+    """400 unless each of a key's `scopes_models` is a group name or a family glob (`gpt-4o*`) as policy reads them
+    at call time (policy.model.glob_matches), and matches a configured group: a typo would be a key that calls
+    nothing of it."""
+    for i, pattern in enumerate(patterns):
+        problem = pattern_problem(f"scopes_models[{i}]", pattern)
+        if problem is not None:
+            raise ApiError(400, f"Invalid {problem}.", param="scopes_models", code="invalid_value")
+    missing = sorted({p for p in patterns if not any(glob_matches(p, g) for g in groups)})
+    if missing:
+        raise ApiError(
+            400,
+            f"scopes_models names unknown model groups: {', '.join(echo(m) for m in missing)}.",
+            param="scopes_models",
+        )
 
 
 def _check_grant(who: Principal, roles: list[str]) -> None:

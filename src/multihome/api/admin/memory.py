@@ -72,7 +72,9 @@ ROUTES = (
         READ,
         list_memory_namespaces,
         "The tenant's memory namespaces: agent_id, user_id, default TTL, live records, their plaintext bytes, "
-        "oldest and newest write (never content); by agent and user, " + SAYS + " (last_id: a namespace's id)",
+        "oldest and newest write (never content); by agent and user, "
+        + SAYS
+        + " (last_id: a cursor naming the last namespace's agent and user)",
         query=QUERY,
         needs=_MEMORY,
         tenant_must_exist=True,

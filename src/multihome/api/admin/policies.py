@@ -22,6 +22,7 @@ from ...storage.key_roles import PrivilegedKey
 from ...storage.policies import PolicyOutranked
 from ...storage.rows import Unreadable
 from ..policy_gate import EGRESS
+from ..read_only import explained_refusal
 from . import bodies as B
 from .keys import check_key_scope, privileged_key
 from .pages import QUERY, SAYS, asked, paged
@@ -136,8 +137,11 @@ async def explain(s: Services, c: AdminCall) -> Any:
         from ...identity.authenticator import principal_of_key
 
         subject = principal_of_key(await s.store.get_key(body.tenant_id, body.key_id))
-    decision = s.gate.decide(subject, body.model, body.endpoint, body.on)
-    return {"object": "policy.explanation", "model": body.model, "tenant_id": body.tenant_id, **decision.to_dict()}
+    decision = s.gate.decide(subject, body.model, body.endpoint, body.on).to_dict()
+    refusal = explained_refusal(subject, body.endpoint, None)
+    if refusal is not None:  # its role is checked before policy, as the call's; the rules stay traced
+        decision.update(allowed=False, deployments=[], code=refusal.body.code, message=refusal.body.message)
+    return {"object": "policy.explanation", "model": body.model, "tenant_id": body.tenant_id, **decision}
 
 
 def _check_rules(tenant: str, scope: Any, scope_id: str | None, rules: list[Any]) -> None:

@@ -109,8 +109,11 @@ class Route:
     # before the typed decode reads a string with Decimal(), which takes "0_5" as 5 and " 5" or "+5" as 5 too.
     decimals: tuple[str, ...] = ()
     # A list of a tenant's own resources (its keys, teams, policies…): under a tenant id that is none (a typo, an
-    # offboarded tenant) a 404, not an empty list. Its history (usage, events, runs) outlives it: not set there.
+    # offboarded tenant) a 404, not an empty list.
     tenant_must_exist: bool = False
+    # A tenant's history (usage, events, runs, stored state: evidence) outlives it: under a deleted tenant's id it
+    # answers, under an id that never was a tenant's (Store.tenant_in_history) a 404. The path's tenant, or `?tenant=`.
+    tenant_must_have_existed: bool = False
     refresh: bool = True  # a change runs Services.after_change before it is answered
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 

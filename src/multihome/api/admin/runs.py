@@ -102,6 +102,7 @@ ROUTES = (
         "servers, step and tool-call counts, spend, usage (?limit= 1-100, default 20; ?after=<run id>); "
         "never content",
         query=("limit", "after"),
+        tenant_must_have_existed=True,
         needs=_NEEDS,
     ),
     Route(

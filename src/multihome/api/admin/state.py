@@ -45,6 +45,7 @@ ROUTES = (
         "What the stateful runtime holds for the tenant: stored responses by status, conversations and "
         "their items, background jobs, retention (counts, bytes, times; never content)",
         needs=STORAGE,
+        tenant_must_have_existed=True,
     ),
     Route(
         "GET",

@@ -92,6 +92,7 @@ ROUTES = (
         "hour or day (?group_by=&start=&end=&interval=), a page at a time (?limit= 1-1000, default 1000; "
         "?page=<next_page of the page before>; has_more says whether another follows)",
         query=_QUERY,
+        tenant_must_have_existed=True,
     ),
     Route(
         "GET",

@@ -23,7 +23,7 @@ from ..asgi import JSON, Header, Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..openai.chat import chat_request, chat_response
 from ..openai.errors import upstream_client_error
-from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
+from ..pipeline import Call, Pipeline, finish_refused, finish_unary, narrowing, stream_finisher
 from ..render import send_failure, send_json, send_stream
 from .errors import ANTHROPIC
 from .stream import AnthropicStream, TranslatedRelay
@@ -38,9 +38,10 @@ class AnthropicDoor:
         """`{"input_tokens": N}` for a Messages body, by the estimate routing uses (routing/estimate.py:
         about four characters a token, a flat count per image), not the model's tokenizer."""
         raw = await read_body(call.scope, receive, self.pipeline.max_body, self.pipeline.bodies)
-        model, tokens = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool, as messages'
+        model, tokens, fields = await self.pipeline.bodies.decode(_counted, raw)  # a large body on the pool
         group = self.pipeline.group(model)  # an unknown model is a 404, as on /v1/messages
         call.group = group.name
+        narrowing(call.scope, fields, group)  # what /v1/messages refuses of it (a repeated header, a foreign name)
         # Policy decides as for /v1/messages (403 when it refuses); a read-only key counts, as it may explain a route.
         self.pipeline.admit(call, group, "messages")
         if not group.can("chat"):  # an embeddings group: /v1/messages would refuse the body, so no count
@@ -102,10 +103,10 @@ def _ids(call: Call) -> list[Header]:
     return [(name, call.request_id) for name in ANTHROPIC.request_id_headers]
 
 
-def _counted(raw: bytes) -> tuple[str, int]:
-    """A count_tokens body's model and its estimated prompt tokens."""
+def _counted(raw: bytes) -> tuple[str, int, dict[str, msgspec.Raw]]:
+    """A count_tokens body's model, its estimated prompt tokens and its top-level fields as translated."""
     canonical, _ = to_canonical(parse_messages(raw, counting=True))
-    return canonical.request.model, estimate.prompt_tokens(canonical.request)
+    return canonical.request.model, estimate.prompt_tokens(canonical.request), canonical.raw
 
 
 def _translated(raw: bytes) -> tuple[ParsedMessages, tuple[ParsedChat, list[str]]]:

@@ -3,7 +3,10 @@ code as a real call (identify, decide, plan); nothing is sent upstream and nothi
 
 `?work=<kind>` (policy/pins.py WORK_KINDS: background, agent_step, stored_response, memory_embedding)
 explains the request as that kind of stateful work: the tenant's live pins narrow the plan as they
-would the real step, and `stateful_pin` says which deployments they removed and why."""
+would the real step, and `stateful_pin` says which deployments they removed and why.
+
+A read-only caller (api/read_only.py) still reads the plan; `refused` is the 403 its own call would get, and
+`would_attempt` is empty."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from ...policy.pins import MEMORY_EMBEDDING, WORK_KINDS
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.decoding import top_level
 from ...schema.embeddings import ParsedEmbeddings, parse_embeddings
-from ...schema.errors import bad_request, echo
+from ...schema.errors import ApiError, bad_request, echo
 from ..asgi import JSON, Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
 from ..pipeline import Call, Pipeline
+from ..read_only import explained_refusal
 from ..render import send_json
 
 
@@ -44,20 +48,43 @@ class ExplainDoor:
         call.work = work
         if parsed is None:
             parsed = parse(body)
+        group = pipeline.group(parsed.request.model)
+        call.group = group.name
         if isinstance(parsed, ParsedEmbeddings):
-            group = pipeline.group(parsed.request.model)
-            shape = pipeline.shape(call, parsed, group, "embeddings")
+            endpoint, chat = "embeddings", None
         else:
-            group = pipeline.group(parsed.request.model)
             # Stateful turns and steps reach policy as the Responses endpoint (a key's endpoint scope decides).
             endpoint = "chat" if work is None or work == MEMORY_EMBEDDING else "responses"
-            shape = pipeline.shape(call, parsed, group, endpoint, parsed.request)
-        call.group = group.name
+            chat = parsed.request
+        refusal = explained_refusal(call.principal, endpoint, work) if call.principal is not None else None
+        try:
+            shape = pipeline.shape(call, parsed, group, endpoint, chat)
+        except ApiError as err:
+            if refusal is None or err.status != 403:
+                raise
+            # The call's role is checked before policy: its refusal is the role's, and policy left no plan.
+            nothing = {
+                "object": "route.explanation",
+                "model": group.name,
+                "fallback_groups": [],
+                "plans": [],
+                "breakers": {},
+            }
+            return _refused(nothing, refusal)
         out = pipeline.router.explain(group, shape)
+        if refusal is not None:  # the plan stays readable (an auditor's read); the caller's own call is refused
+            _refused(out, refusal)
         if work is not None:
             pinned = getattr(shape.policy, "pinned", None)
             out["stateful_pin"] = pinned.to_dict() if pinned is not None else {"work": work, "pins": [], "removed": {}}
         return out
+
+
+def _refused(out: dict[str, Any], refusal: ApiError) -> dict[str, Any]:
+    """`out` saying the caller's own call is refused (`refusal`, the error it gets) and would attempt nothing."""
+    out["would_attempt"] = []
+    out["refused"] = {"status": refusal.status, **msgspec.structs.asdict(refusal.body)}
+    return out
 
 
 def parse(body: bytes) -> ParsedChat | ParsedEmbeddings:

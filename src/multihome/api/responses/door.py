@@ -32,7 +32,7 @@ from ..asgi import CANCEL_ON_HANG_UP, JSON, Receive, Send, hang_up_cancels, head
 from ..big_bodies import OFF_LOOP_OVER
 from ..openai.errors import OPENAI, upstream_client_error
 from ..pipeline import Call, Pipeline, finish_refused, finish_unary, stream_finisher
-from ..read_only import may_write
+from ..read_only import STORED_STATE, may_write
 from ..render import send_failure, send_json, send_stream
 from .agent import AgentRun, AgentSetup, approved
 from .background import Background, starting_after
@@ -155,7 +155,7 @@ class ResponsesDoor:
         thinking = self.thinking.of(who)
         shell = Shell(req, store=req.store if req.store is not None else self.state is not None, thinking=thinking)
         if call.principal is not None and (shell.store or req.background or req.conversation_id is not None):
-            may_write(call.principal, "a stored response (store, background or a conversation's turn)")
+            may_write(call.principal, STORED_STATE)
         chain, context, conv = await self._chain_context(who, req)
         new = stored_items(req.input)
         if conv is not None:  # a conversation's turn: its input must fit in it (its answer always does)
@@ -185,6 +185,7 @@ class ResponsesDoor:
             return
         if shell.store or req.conversation_id is not None or req.previous_response_id is not None:
             call.work = STORED_RESPONSE  # a turn that keeps or reads state is stateful work (policy/pins.py)
+        await self._ready_to_seal(who, shell, req)
         turn = NativeTurn(body, req, context, new)
         # A client that hangs up while the upstream call is in flight ends it (the SDKs hang up at their timeout
         # and send the call again): nothing is stored before the answer is in. Once it is, the turn is stored
@@ -271,6 +272,7 @@ class ResponsesDoor:
         async def keep(response: dict[str, Any], terminal: bytes) -> None:
             await self._keep(who, shell, req, new, response, end=end)
 
+        await self._ready_to_seal(who, shell, req)
         with self.agent_runs.held(who):  # a 429 past the tenant's share, before any server is called
             box = Toolbox(resolved, egress=self.agent.egress, registered=lambda view: servers.unchanged(who, view))
             prices = self.agent.prices
@@ -298,6 +300,14 @@ class ResponsesDoor:
                 return
             out = _encode(await run.result())
             await send_json(call, send, 200, out, [JSON, *run.headers])
+
+    async def _ready_to_seal(self, who: str, shell: Shell, req: CreateResponse) -> None:
+        """A turn whose answer is sealed once it is in (stored, a conversation's, or a unary answer kept with its
+        Idempotency-Key: `_keep`) makes sure of the data key first: a KMS that cannot seal is a 503 before any
+        model or tool is called (and billed), not after. A dict lookup when the key is cached."""
+        keyed = held_key("responses") is not None and not req.stream
+        if self.state is not None and (shell.store or req.conversation_id is not None or keyed):
+            await stored(self.state.ready_to_seal(who))
 
     async def run_context(self, who: str, req: CreateResponse, new: list[Item]) -> tuple[list[Item], int | None]:
         """A turn's context (the items before its input `new`, oldest first), read when a background run

@@ -15,7 +15,7 @@ from ...schema import estimate
 from ...schema.responses import parse_create
 from ..asgi import Receive, Send, read_body
 from ..big_bodies import OFF_LOOP_OVER
-from ..pipeline import Call
+from ..pipeline import Call, narrowing
 from .common import answer, tenant
 from .door import ResponsesDoor
 from .items import stored_items
@@ -43,4 +43,5 @@ class InputTokens:
         context, _ = await self.door.run_context(who, req, new)
         thinking = self.door.thinking.of(who)  # Claude's sealed thinking in the context is sent back, so counted
         canonical, _ = await to_canonical(req, context, new, thinking=thinking, pool=pipeline.bodies if big else None)
+        narrowing(call.scope, canonical.raw, group)  # what a create refuses of it (a repeated header, a foreign name)
         await answer(call, send, {"object": OBJECT, "input_tokens": estimate.prompt_tokens(canonical.request)})

@@ -56,6 +56,7 @@ from ...storage.rows import fetch as rows_of
 from ...storage.rows import problem as row_problem
 from ...storage.tables import memory_namespaces, memory_records, memory_tombstones
 from ..tenant_quota import TenantQuota, TenantStorageFull
+from . import namespace_pages
 from .embedder import OFFLINE_PREFIX, Caller, Embedder, Routed, Space, SpaceUnavailable
 from .locks import NamespaceLock, NamespaceLocks
 from .threads import TenantThreads
@@ -465,6 +466,9 @@ class MemoryStore(StoreBase):
     ) -> list[MemoryRecord]:
         from .numeric import np
 
+        # The data key first (a dict lookup when cached): a KMS that cannot seal is refused before the embedding
+        # call is made (and billed, when routed), not after.
+        await self.keyring.ready(tenant, PURPOSE)
         vectors, made = await self._vectors(tenant, [r.text for r in records], space, caller, "records")
         now = _now()
         sealed: list[tuple[bytes, int]] = []
@@ -828,7 +832,7 @@ class MemoryStore(StoreBase):
         user_id: str | None = None,
     ) -> row_reads.Page[Namespace]:
         """A page of the tenant's namespaces (optionally one agent's or one user's) by agent and user, after the
-        namespace whose id is `after`, with their live record counts; `.unreadable` the page's rows that cannot
+        cursor `after` (namespace_pages.py: a place, so a namespace deleted since is none), with their live record counts; `.unreadable` the page's rows that cannot
         be read (storage/row_reads.py). A tenant may hold 100,000 namespaces: they are read a page at a time."""
         ns = memory_namespaces.c
         q = _namespaces_query(tenant, _now())
@@ -837,12 +841,16 @@ class MemoryStore(StoreBase):
         if user_id is not None:
             q = q.where(ns.user_id == user_id)
         async with self._read() as conn:
-            order = (ns.agent_id, ns.user_id)
-            return await row_reads.read_page(conn, q, memory_namespaces, _listed_namespace, order, limit, after)
+            ids, more, last = await namespace_pages.page_ids(conn, q, limit, after)
+            ordered = q.where(ns.id.in_(ids)).order_by(*namespace_pages.ORDER)
+            listed = await row_reads.read_all(conn, ordered, memory_namespaces, _listed_namespace) if ids else None
+        out: row_reads.Page[Namespace] = row_reads.Page(listed or ())
+        out.unreadable, out.more, out.last = (listed.unreadable if listed is not None else ()), more, last
+        return out
 
     async def usage(self, tenant: str, limit: int, after: str | None = None) -> row_reads.Page[dict[str, Any]]:
-        """What each of a page of the tenant's namespaces holds (by agent and user, after the namespace whose id
-        is `after`), for operators: live records, their bodies' bytes and the oldest and newest write. The
+        """What each of a page of the tenant's namespaces holds (by agent and user, after the cursor `after`, as
+        `namespaces`), for operators: live records, their bodies' bytes and the oldest and newest write. The
         page's namespaces are read first, then one grouped read of their clear columns; nothing is opened. Rows
         SQLite holds with a time or size not of its type are left out (row_reads.misfits) and listed in the
         first page's `unreadable`."""
@@ -868,7 +876,7 @@ class MemoryStore(StoreBase):
         )
         mine = sa.select(memory_namespaces).where(ns.tenant_id == tenant, *fitting_ns)
         async with self._read() as conn:
-            page, more = await row_reads.page_keys(conn, mine, (ns.agent_id, ns.user_id), limit, after, ns.id)
+            page, more, last = await namespace_pages.page_ids(conn, mine, limit, after)
             rows = (await conn.execute(q.where(ns.id.in_(page)))).all() if page else []
             unreadable: tuple[Unreadable, ...] = ()
             if after is None:
@@ -890,7 +898,7 @@ class MemoryStore(StoreBase):
             }
             for row in rows
         )
-        out.unreadable, out.more, out.last = unreadable, more, (page[-1] if page else None)
+        out.unreadable, out.more, out.last = unreadable, more, last
         return out
 
     # -- search ---------------------------------------------------------------------------------
