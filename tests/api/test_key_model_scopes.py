@@ -43,6 +43,7 @@ async def test_a_family_glob_scopes_a_key_to_the_groups_it_matches(world):
         (["g", "gx"], "unknown model groups: gx"),
         (["g*mini"], "may use '*' only as its last character"),  # no call would match it as written
         ([""], "empty value"),
+        ([], "scopes_models is empty"),  # a key that calls no model
     ],
 )
 async def test_a_model_scope_policy_cannot_match_is_refused(world, scopes, words):

@@ -3,6 +3,8 @@ away is waited for, a KMS that keeps refusing only so long, anything else raises
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from multihome.api.kms_errors import kms_api_error
@@ -56,3 +58,17 @@ async def test_any_other_error_raises_at_once():
     with pytest.raises(ValueError):
         await through_outage("resp_1", checkpoint)
     assert checkpoint.tries == 1
+
+
+async def test_a_long_wait_is_said_once_then_reminded_and_its_end_said(monkeypatch, caplog):
+    unreachable = KmsUnavailable(VAULT, "decrypt: ConnectError")
+    caplog.set_level(logging.INFO, logger=outage_wait.log.name)
+    assert await through_outage("resp_1", failing(unreachable, unreachable, unreachable)) is True
+    lines = [r for r in caplog.records if r.name == outage_wait.log.name]
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.INFO], [r.getMessage() for r in lines]
+    assert "resp_1" in lines[0].getMessage() and "written" in lines[1].getMessage()
+    caplog.clear()
+    monkeypatch.setattr(outage_wait, "REMIND_S", 0.0)  # every try past the first is a reminder's time
+    assert await through_outage("resp_2", failing(unreachable, unreachable, unreachable)) is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and all("still retrying" in w for w in warnings[1:]), warnings

@@ -32,7 +32,7 @@ async def create_key(s: Services, c: AdminCall) -> Any:
     if unknown:
         raise ApiError(400, f"Unknown role {unknown[0]}; roles are {', '.join(ROLES)}.", param="roles")
     _check_grant(c.who, body.roles)
-    if body.scopes_models:
+    if body.scopes_models is not None:
         _check_model_scope(body.scopes_models, s.model_groups)
     record, secret = await s.store.create_key(
         c.tenant,
@@ -52,6 +52,8 @@ def _check_model_scope(patterns: list[str], groups: frozenset[str]) -> None:
     """400 unless each of a key's `scopes_models` is a group name or a family glob (`gpt-4o*`) as policy reads them
     at call time (policy.model.glob_matches), and matches a configured group: a typo would be a key that calls
     nothing of it."""
+    if not patterns:  # an empty scope is a key that calls no model: a slip for "any" (null), never meant
+        raise ApiError(400, "scopes_models is empty: omit it (or null) for every model group.", param="scopes_models")
     for i, pattern in enumerate(patterns):
         problem = pattern_problem(f"scopes_models[{i}]", pattern)
         if problem is not None:

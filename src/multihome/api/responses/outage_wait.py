@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ...crypto.errors import KmsError, KmsRefused
+from ...outage_log import OutageLog
 from ...schema.errors import ApiError
 from ...storage.errors import outage
 
@@ -22,20 +23,28 @@ log = logging.getLogger("multihome.responses.background")
 # right meanwhile costs no second model call; past it the run raises (its job is tried again, then failed, as
 # for any run that raises), so a key revoked for good does not hold a worker's slot for ever.
 REFUSED_WAIT_S = 300.0
+# A wait may last hours (a KMS unreachable is waited for without end): a reminder this often says it still is.
+REMIND_S = 60.0
 
 
 async def through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bool]]) -> bool:
     """`checkpoint()`, tried again (backoff 0.1 s to 5 s) while the database cannot take it (away, or read-only:
     a standby after a failover) or the KMS cannot seal it (unreachable; refusing, for `REFUSED_WAIT_S` at
-    most); any other error raises. One warning per outage."""
-    backoff, said = 0.1, False
+    most); any other error raises. One warning per outage, a reminder each `REMIND_S`, a line when it is over."""
+    backoff = 0.1
+    said = OutageLog(
+        log,
+        f"background response {response_id}: its checkpoint cannot be written",
+        recovered=f"background response {response_id}: its checkpoint is written",
+        remind_s=REMIND_S,
+        consequence=" until the database takes writes and the KMS seals",
+    )
     refused_since: float | None = None
     while True:
         try:
-            return await checkpoint()
+            done = await checkpoint()
         except Exception as exc:
-            why = outage(exc) or _waited_out(exc)
-            if why is None:
+            if (outage(exc) or _waited_out(exc)) is None:
                 raise
             if _refused(exc):
                 refused_since = refused_since if refused_since is not None else time.monotonic()
@@ -43,14 +52,10 @@ async def through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bo
                     raise
             else:
                 refused_since = None
-            if not said:
-                said = True
-                log.warning(
-                    "background response %s: its checkpoint cannot be written (%s); retrying until the database takes "
-                    "writes and the KMS seals",
-                    response_id,
-                    why,
-                )
+            said.failed(exc)
+        else:
+            said.ok()
+            return done
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
 
