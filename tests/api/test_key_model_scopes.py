@@ -52,3 +52,18 @@ async def test_a_model_scope_policy_cannot_match_is_refused(world, scopes, words
     body = {"name": "k", "scopes_models": scopes}
     err = error(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 400)
     assert err["param"] == "scopes_models" and words in err["message"], err
+
+
+@pytest.mark.parametrize(
+    ("scopes", "words"),
+    [
+        (["bogus"], "unknown endpoint scope(s) ['bogus']"),
+        ([], "scopes_endpoints is empty"),  # a key that calls nothing
+    ],
+)
+async def test_an_endpoint_scope_that_calls_nothing_is_refused(world, scopes, words):
+    w, _, _ = world
+    tenant, _ = await w.tenant("acme")
+    body = {"name": "k", "scopes_endpoints": scopes}
+    err = error(await w.call("POST", f"/admin/v1/tenants/{tenant}/keys", json=body), 400)
+    assert err["param"] == "scopes_endpoints" and words in err["message"], err

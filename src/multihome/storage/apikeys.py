@@ -78,6 +78,8 @@ class KeysRepo(StoreBase):
         if unknown:
             raise Invalid(f"unknown role(s) {unknown}; roles are {list(ROLES)}")
         endpoints = _str_list(scopes_endpoints, "scopes_endpoints")
+        if endpoints == []:  # a key that calls nothing: a slip for "any" (null), as an empty scopes_models
+            raise Invalid("scopes_endpoints is empty: omit it (or null) for every endpoint", field="scopes_endpoints")
         strange = [e for e in endpoints or () if e not in ENDPOINT_SCOPES]
         if strange:
             raise Invalid(
