@@ -380,6 +380,9 @@ def test_text_and_tool_calls_become_blocks_with_usage():
     [
         ("chatcmpl-abc", "msg_abc"),  # an OpenAI-shaped upstream's id, traceable
         ("chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL", "msg_01XFDUDYJgAACzvnptvVoYEL"),  # an Anthropic upstream's, as sent
+        ("chatcmpl-msg_", "msg_msg_"),  # an upstream's bare prefix is never the whole id
+        ("msg_", "msg_msg_"),
+        ("", "msg_gateway"),  # no id upstream: never an empty one
     ],
 )
 def test_the_message_id_is_the_upstreams_in_anthropics_shape(upstream_id, door_id):

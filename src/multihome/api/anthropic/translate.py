@@ -422,7 +422,7 @@ def message_id(openai_id: str) -> str:
     """`chatcmpl-abc` -> `msg_abc`: Anthropic-shaped, still traceable to the upstream answer. An
     Anthropic upstream's id (`chatcmpl-msg_abc`, providers/anthropic) comes back as it was: `msg_abc`."""
     suffix = openai_id.partition("-")[2] or openai_id
-    if suffix.startswith("msg_"):
+    if suffix.startswith("msg_") and len(suffix) > len("msg_"):  # a bare `msg_` would be an id of no answer
         return suffix
     return "msg_" + (suffix or "gateway")
 
