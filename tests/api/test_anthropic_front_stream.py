@@ -74,6 +74,21 @@ def test_text_stream_event_order_and_usage():
     }
 
 
+def test_a_stream_whose_chunks_have_a_null_id_is_answered_with_an_id_of_its_own():
+    """Chunks with `"id": null` (some OpenAI-compatible servers): the text streams, under a `msg_` id of the
+    stream's own (was: the first chunk unreadable, the stream an error)."""
+    null_ids = [
+        p if p == DONE else p.replace(b'"id":"chatcmpl-s1"', b'"id":null')
+        for p in text_stream(ChunkWriter("gpt-x", id="chatcmpl-s1"))
+    ]
+    assert all(b"chatcmpl-s1" not in p for p in null_ids)
+    got = run(null_ids)
+    assert [name for name, _ in got][0] == "message_start" and got[-1][0] == "message_stop"
+    msg_id = got[0][1]["message"]["id"]
+    assert msg_id.startswith("msg_") and len(msg_id) > len("msg_")
+    assert "".join(e["delta"]["text"] for name, e in got if name == "content_block_delta") == "Hello"
+
+
 @pytest.mark.parametrize("split_every", [None, 1, 7, 50])
 def test_network_chunking_does_not_change_the_events(split_every):
     assert run(text_stream(ChunkWriter("m", id="chatcmpl-a")), split_every) == run(

@@ -405,6 +405,8 @@ def test_text_and_tool_calls_become_blocks_with_usage():
     [
         ("chatcmpl-abc", "msg_abc"),  # an OpenAI-shaped upstream's id, traceable
         ("chatcmpl-msg_01XFDUDYJgAACzvnptvVoYEL", "msg_01XFDUDYJgAACzvnptvVoYEL"),  # an Anthropic upstream's, as sent
+        ("chatcmpl-msg_", "msg_msg_"),  # an upstream's bare prefix is never the whole id
+        ("msg_", "msg_msg_"),
     ],
 )
 def test_the_message_id_is_the_upstreams_in_anthropics_shape(upstream_id, door_id):
@@ -412,6 +414,19 @@ def test_the_message_id_is_the_upstreams_in_anthropics_shape(upstream_id, door_i
     body["id"] = upstream_id
     out = msgspec.json.decode(to_anthropic(msgspec.json.encode(body), REQ, "dep"))
     assert out["id"] == door_id
+
+
+@pytest.mark.parametrize("upstream_id", ["", None, "absent"])
+def test_an_answer_without_an_id_gets_one_of_its_own(upstream_id):
+    """No upstream id (empty, null, absent): each answer gets a `msg_` id of its own, never an empty or a shared
+    one (was: `msg_gateway` for all of them, and a 502 for null)."""
+    body = msgspec.json.decode(completion({"content": "hi"}, "stop"))
+    if upstream_id == "absent":
+        del body["id"]
+    else:
+        body["id"] = upstream_id
+    ids = {msgspec.json.decode(to_anthropic(msgspec.json.encode(body), REQ, "dep"))["id"] for _ in range(2)}
+    assert len(ids) == 2 and all(i.startswith("msg_") and len(i) > len("msg_") for i in ids), ids
 
 
 def test_openai_refusal_is_a_refusal_text_block():

@@ -55,6 +55,17 @@ async def kms_world(tmp_path, monkeypatch) -> AsyncIterator[tuple]:
         yield world
 
 
+def _kms_away(w, monkeypatch) -> None:
+    """The app's data keys evicted (cache_ttl_s), so the next open asks the KMS, which cannot be reached."""
+    (keyring,) = [s.keyring for s in w.app.services if isinstance(s, CryptoServices)]
+    keyring.forget()
+
+    def away(self, op, row, method):
+        raise KmsUnavailable("local KMS", f"{op}: ConnectError")
+
+    monkeypatch.setattr(Keyring, "row_call", away)
+
+
 async def test_a_stored_response_read_while_the_kms_is_away_is_a_read_s_503(kms_world, monkeypatch):
     """Through the gateway, with the official SDK: a stored response whose data key is no longer cached, read
     while the KMS cannot be reached, is a 503 that says it cannot be read now (it said nothing was stored); a
@@ -63,13 +74,7 @@ async def test_a_stored_response_read_while_the_kms_is_away_is_a_read_s_503(kms_
     _, key = await w.tenant("acme")
     async with sdk_client(key, transport) as sdk:
         kept = await sdk.responses.create(model="g", input="remember me")
-        (keyring,) = [s.keyring for s in w.app.services if isinstance(s, CryptoServices)]
-        keyring.forget()  # its data key evicted (cache_ttl_s): the next open asks the KMS
-
-        def away(self, op, row, method):
-            raise KmsUnavailable("local KMS", f"{op}: ConnectError")
-
-        monkeypatch.setattr(Keyring, "row_call", away)
+        _kms_away(w, monkeypatch)
         with pytest.raises(openai.APIStatusError) as read:
             await sdk.responses.retrieve(kept.id)
         with pytest.raises(openai.APIStatusError) as write:
@@ -79,3 +84,17 @@ async def test_a_stored_response_read_while_the_kms_is_away_is_a_read_s_503(kms_
     assert "cannot be read now" in read.value.body["message"], read.value.body
     assert "nothing was stored" not in read.value.body["message"]
     assert "nothing was stored" in write.value.body["message"], write.value.body
+
+
+async def test_a_count_whose_conversation_is_read_while_the_kms_is_away_is_a_503(kms_world, monkeypatch):
+    """`POST /v1/responses/input_tokens` rebuilds a conversation's items as a turn would: with the KMS away that
+    read is the same 503 `kms_unavailable` naming it, not a 500."""
+    w, _, transport, _ = kms_world
+    _, key = await w.tenant("acme")
+    async with sdk_client(key, transport) as sdk:
+        conv = await sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "sealed"}])
+        _kms_away(w, monkeypatch)
+        with pytest.raises(openai.APIStatusError) as counted:
+            await sdk.responses.input_tokens.count(model="g", input="and then?", conversation=conv.id)
+    assert (counted.value.status_code, counted.value.body["code"]) == (503, "kms_unavailable"), counted.value.body
+    assert "local KMS" in counted.value.body["message"] and "ConnectError" not in counted.value.body["message"]

@@ -101,3 +101,13 @@ def test_listing_stored_chat_completions_is_a_405_saying_none_are_kept():
         TABLE.match("GET", b"/v1/chat/completions")
     assert (err.value.status, err.value.body.code, err.value.headers) == (405, "method_not_allowed", {"allow": "POST"})
     assert "keeps no chat completions" in err.value.body.message
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/", "/v1/chat/completions//"])
+def test_the_chat_path_with_a_trailing_slash_is_not_taken_for_a_stored_completion(path):
+    """A client's `POST /v1/chat/completions/` is the chat route mistyped: the 404 lists what is served, it does
+    not say chat completions are not kept."""
+    with pytest.raises(ApiError) as err:
+        TABLE.match("POST", path.encode())
+    assert err.value.status == 404 and "POST /v1/chat/completions," in err.value.body.message
+    assert "keeps no chat completions" not in err.value.body.message

@@ -1,5 +1,5 @@
-"""A tenant's calls on the conversation and memory routes run at most `max_concurrent_per_tenant` at once on a
-replica, `WAITING_FACTOR` times as many more wait their turn, and a call past those is a 429 in OpenAI's error format at once.
+"""A tenant's calls on the conversation and memory routes (and Responses input_tokens counts) run at most
+`max_concurrent_per_tenant` at once on a replica, `WAITING_FACTOR` times as many more wait their turn, and a call past those is a 429 in OpenAI's error format at once.
 These routes cost no upstream call, so no rate limit or budget held them: one tenant's thousand concurrent
 writes (here: adds whose bodies never arrive, each holding its call open) held every connection of the store's
 pool that every tenant's stored state waits on. Another tenant's calls are not held. The app in process on
@@ -24,6 +24,8 @@ RUNNING = 1
 HELD = RUNNING * (1 + WAITING_FACTOR)  # running, and those waiting
 ROUTES = {
     "conversations": ("/v1/conversations", {"items": []}, "responses.max_concurrent_per_tenant"),
+    # A count rebuilds a turn's stored context and costs nothing: held like the reads of stored state.
+    "input_tokens": ("/v1/responses/input_tokens", {"model": "g", "input": "x"}, "responses.max_concurrent_per_tenant"),
     "memory": (
         "/v1/memory/records",
         {"agent_id": "a", "user_id": "u", "records": [{"text": "x"}]},

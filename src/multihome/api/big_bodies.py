@@ -12,7 +12,9 @@ into its chat request (built, encoded and decoded again) here.
 The pool has `THREADS` threads: at most that many large bodies are being decoded at once (their decoded
 objects, several times a body's size, are what the bound keeps in memory); more wait in the pool's
 queue as the bytes they already are. A body at or under the threshold never enters the pool, so it
-never waits behind a large one, and its cost is one length comparison in the door.
+never waits behind a large one, and its cost is one length comparison in the door; the one exception is a
+Responses input_tokens count with a stored context (responses/input_tokens.py), whose size is not known
+before it is translated.
 """
 
 from __future__ import annotations

@@ -186,6 +186,12 @@ def family_of(path: bytes) -> Family:
 Bound = tuple[Route, Handler]
 
 
+def _under(path: bytes, prefix: bytes) -> bool:
+    """`path` names something under `prefix` (an id after it), not `prefix` itself with a slash or two more
+    (`POST /v1/chat/completions/` is the chat route mistyped, not a stored completion)."""
+    return path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] not in (b"", b"/")
+
+
 class RouteTable:
     """`ROUTES` bound to handlers; routes whose handler is absent (no admin API configured) are left out."""
 
@@ -259,7 +265,7 @@ class RouteTable:
         shown = echo_path(path.decode(errors="replace"))
         why = self._unserved.get((method, path))
         if why is None:
-            why = next((w for m, p, w in self._unserved_under if m in (method, ANY) and path.startswith(p)), None)
+            why = next((w for m, p, w in self._unserved_under if m in (method, ANY) and _under(path, p)), None)
         if why is not None and path not in self._exact:  # nothing is served at this path
             return ApiError(404, f"{method} {shown} is not served by this gateway. {why}", code="unknown_url")
         if known:

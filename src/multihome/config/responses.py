@@ -80,6 +80,6 @@ class ResponsesConfig(Strict):
     retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
     conversations: ConversationsConfig = msgspec.field(default_factory=ConversationsConfig)
     # Calls of one tenant on the stored-state routes (/v1/conversations; reading, deleting and cancelling a
-    # response, not a create nor a stream) running at once on one replica (None: no bound); 32 times as many
+    # response, counting input tokens, not a create nor a stream) running at once on one replica (None: no bound); 32 times as many
     # more wait their turn, past that a 429: they hold the store's connections, which every tenant shares.
     max_concurrent_per_tenant: PositiveCount | None = 8

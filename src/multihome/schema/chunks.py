@@ -50,7 +50,7 @@ class ChunkError(msgspec.Struct):
 
 
 class Chunk(msgspec.Struct):
-    id: str = ""
+    id: str | None = None  # null from some OpenAI-compatible servers
     model: str = ""
     choices: list[ChunkChoice] = []
     usage: Usage | None = None

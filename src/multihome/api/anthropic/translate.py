@@ -19,6 +19,7 @@ from ...schema.bounds import MAX_INT, MAX_TOOLS_OTHER
 from ...schema.chat import ParsedChat, parse_chat
 from ...schema.errors import ApiError, bad_request, echo
 from ...schema.peek import Usage
+from ...storage.ids import new_id
 
 _encode = msgspec.json.encode
 Json = dict[str, Any]  # a JSON object as it is built for encoding (OpenAI request parts, Anthropic answer parts)
@@ -426,7 +427,7 @@ class _Choice(msgspec.Struct):
 
 
 class _Completion(msgspec.Struct):
-    id: str = ""
+    id: str | None = None  # null from some OpenAI-compatible servers: message_id gives the answer one
     model: str = ""
     choices: list[_Choice] = []
     usage: Usage | None = None
@@ -442,13 +443,16 @@ _STOP = {
 }
 
 
-def message_id(openai_id: str) -> str:
+def message_id(openai_id: str | None) -> str:
     """`chatcmpl-abc` -> `msg_abc`: Anthropic-shaped, still traceable to the upstream answer. An
-    Anthropic upstream's id (`chatcmpl-msg_abc`, providers/anthropic) comes back as it was: `msg_abc`."""
+    Anthropic upstream's id (`chatcmpl-msg_abc`, providers/anthropic) comes back as it was: `msg_abc`. An
+    answer without one (empty, null) gets its own, so no two answers share an id."""
+    if not openai_id:
+        return new_id("msg")
     suffix = openai_id.partition("-")[2] or openai_id
-    if suffix.startswith("msg_"):
+    if suffix.startswith("msg_") and len(suffix) > len("msg_"):  # a bare `msg_` would be an id of no answer
         return suffix
-    return "msg_" + (suffix or "gateway")
+    return "msg_" + suffix
 
 
 def stop_reason(

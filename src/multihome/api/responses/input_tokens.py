@@ -42,6 +42,9 @@ class InputTokens:
         new = stored_items(req.input)
         context, _ = await self.door.run_context(who, req, new)
         thinking = self.door.thinking.of(who)  # Claude's sealed thinking in the context is sent back, so counted
-        canonical, _ = await to_canonical(req, context, new, thinking=thinking, pool=pipeline.bodies if big else None)
+        # A stored context may hold tens of MiB behind a small body (~1.5 s of translation for 60 MiB), and a
+        # count costs the tenant nothing: one with a context is translated off the event loop (big_bodies.py).
+        pool = pipeline.bodies if big or context else None
+        canonical, _ = await to_canonical(req, context, new, thinking=thinking, pool=pool)
         narrowing(call.scope, canonical.raw, group)  # what a create refuses of it (a repeated header, a foreign name)
         await answer(call, send, {"object": OBJECT, "input_tokens": estimate.prompt_tokens(canonical.request)})
