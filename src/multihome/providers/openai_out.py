@@ -188,13 +188,7 @@ class ChunkWriter:
         """The last chunk with choices; `matched`: the stop sequence that ended the answer, when known."""
         if matched is None:
             return self._chunk({}, reason)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "delta": {},
-            "logprobs": None,
-            "finish_reason": reason,
-            **_matched(matched),
-        }
+        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason, "stop_reason": matched}
         return _encode({**self._head, "choices": [choice]})
 
     def usage(self, usage: UsageOut) -> bytes:

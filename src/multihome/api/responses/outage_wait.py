@@ -44,7 +44,7 @@ async def through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bo
         try:
             done = await checkpoint()
         except Exception as exc:
-            if (outage(exc) or _waited_out(exc)) is None:
+            if outage(exc) is None and not _waited_out(exc):
                 raise
             if _refused(exc):
                 refused_since = refused_since if refused_since is not None else time.monotonic()
@@ -63,13 +63,9 @@ async def through_outage(response_id: str, checkpoint: Callable[[], Awaitable[bo
 _WAITED = frozenset({"storage_unavailable", "kms_unavailable", "kms_refused"})
 
 
-def _waited_out(exc: Exception) -> str | None:
-    """The code of a 503 a checkpoint waits out: the database's, or the KMS's (raised bare, or as `stored` words it)."""
-    if isinstance(exc, KmsError):
-        return f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, ApiError) and exc.status == 503 and exc.body.code in _WAITED:
-        return exc.body.code
-    return None
+def _waited_out(exc: Exception) -> bool:
+    """Whether `exc` is a 503 a checkpoint waits out: the database's, or the KMS's (raised bare, or as `stored` words it)."""
+    return isinstance(exc, KmsError) or (isinstance(exc, ApiError) and exc.status == 503 and exc.body.code in _WAITED)
 
 
 def _refused(exc: Exception) -> bool:
